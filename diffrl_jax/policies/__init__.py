@@ -1,0 +1,24 @@
+"""Policies behind one functional interface: the tanh-Gaussian and the diffusion chain."""
+
+from diffrl_jax.policies.base import ChainSample, Policy, StepEval, scan_chain
+from diffrl_jax.policies.diffusion import (
+    DiffusionPolicyConfig,
+    make_diffusion_policy,
+    prior_entropy_per_dim,
+)
+from diffrl_jax.policies.gaussian import GaussianPolicyConfig, make_gaussian_policy
+from diffrl_jax.policies.schedules import SCHEDULES, step_schedule
+
+__all__ = [
+    "SCHEDULES",
+    "ChainSample",
+    "DiffusionPolicyConfig",
+    "GaussianPolicyConfig",
+    "Policy",
+    "StepEval",
+    "make_diffusion_policy",
+    "make_gaussian_policy",
+    "prior_entropy_per_dim",
+    "scan_chain",
+    "step_schedule",
+]
