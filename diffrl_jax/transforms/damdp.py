@@ -85,12 +85,17 @@ def _check_chain_transition(tr: ChainTransition) -> int:
         raise ValueError(f"latents must hold K + 1 >= 2 latents, got {tr.latents.shape}")
     batch = tr.latents.shape[:-2]
     action_dim = tr.latents.shape[-1]
-    chex.assert_shape(tr.log_ratios, batch + (num_steps,))
-    chex.assert_shape(tr.log_probs, batch + (num_steps,))
-    chex.assert_shape([tr.reward, tr.terminated, tr.truncated], batch)
-    chex.assert_shape([tr.obs, tr.next_obs], batch + (None,))
-    chex.assert_equal_shape([tr.obs, tr.next_obs])
-    chex.assert_shape(tr.next_prior_latent, batch + (action_dim,))
+    try:
+        chex.assert_shape([tr.log_ratios, tr.log_probs], batch + (num_steps,))
+        chex.assert_shape([tr.reward, tr.terminated, tr.truncated], batch)
+        chex.assert_shape([tr.obs, tr.next_obs], batch + (None,))
+        chex.assert_equal_shape([tr.obs, tr.next_obs])
+        chex.assert_shape(tr.next_prior_latent, batch + (action_dim,))
+    except AssertionError as err:
+        raise ValueError(
+            f"ChainTransition fields do not fit latents of shape {tr.latents.shape} "
+            f"(batch {batch}, K = {num_steps}, A = {action_dim}): {err}"
+        ) from None
     return num_steps
 
 
