@@ -89,3 +89,23 @@ def test_transform_losses_jit_and_vmap_consistent():
     batched = jax.vmap(entropy, in_axes=(None, 0))(params, keys)
     looped = [float(entropy(params, k)) for k in keys]
     np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-4)
+
+
+def test_deterministic_chain_is_noise_free_and_key_independent():
+    policy = _policies()["diffusion"]
+    params = policy.init(jax.random.PRNGKey(0))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (4, OBS_DIM))
+    a = policy.sample_chain(params, obs, jax.random.PRNGKey(2), True)
+    b = policy.sample_chain(params, obs, jax.random.PRNGKey(3), True)
+    np.testing.assert_allclose(a.latents, b.latents)
+    np.testing.assert_array_equal(a.latents[:, 0], 0.0)  # starts at the prior mean
+    # every step is the kernel mean of the previous latent
+    x = a.latents[:, 0]
+    for k in range(policy.num_steps):
+        step = jnp.full((4,), k, jnp.int32)
+        mean, _ = policy.sample_step(params, obs, x, step, jax.random.PRNGKey(9), True)
+        np.testing.assert_allclose(a.latents[:, k + 1], mean, rtol=1e-5, atol=1e-6)
+        x = mean
+    np.testing.assert_allclose(a.action, policy.squash(a.latents[:, -1]))
+    stochastic = policy.sample_chain(params, obs, jax.random.PRNGKey(2))
+    assert float(jnp.abs(stochastic.latents - a.latents).max()) > 0.1
