@@ -64,6 +64,8 @@ class DiffusionLoss(NamedTuple):
     sample_chains(params, obs, key) -> PolicyTerms of whole reparameterised chains
     actor_terms(params, state, key) -> terms of the configured estimator: "per_step" samples
         one step at each given state, "full_chain" a whole chain from each state's obs
+    critic_input(state, action) -> [..., F], the critic's input for (s~, x_{k+1})
+    state_input(state) -> [..., F_s], a state-value critic's input for s~
     entropy(terms) -> H_hat = prior_entropy - (K / terms.num_steps) * mean(log_ratio)
     temperature_loss(log_alpha, entropy, target_entropy) -> alpha * sg(entropy - target)
     target_entropy(multiplier) -> prior_entropy - multiplier * A
@@ -81,6 +83,8 @@ class DiffusionLoss(NamedTuple):
     sample: Callable[[Params, AugmentedState, PRNGKey], PolicyTerms]
     sample_chains: Callable[[Params, Array, PRNGKey], PolicyTerms]
     actor_terms: Callable[[Params, AugmentedState, PRNGKey], PolicyTerms]
+    critic_input: Callable[[AugmentedState, Array], Array]
+    state_input: Callable[[AugmentedState], Array]
     entropy: Callable[[PolicyTerms], Array]
     temperature_loss: Callable[[Array, Array, Array | float], Array]
     target_entropy: Callable[[float], float]
@@ -138,7 +142,7 @@ def make_diffusion_loss(
             action=action,
             log_ratio=ev.log_ratio,
             log_prob=ev.log_prob,
-            critic_input=policy.features(state.obs, state.latent, state.step, action),
+            critic_input=critic_input(state, action),
         )
 
     def sample(params: Params, state: AugmentedState, key: PRNGKey) -> PolicyTerms:
@@ -148,7 +152,7 @@ def make_diffusion_loss(
             action=action,
             log_ratio=ev.log_ratio,
             log_prob=ev.log_prob,
-            critic_input=policy.features(state.obs, state.latent, state.step, action),
+            critic_input=critic_input(state, action),
         )
 
     def sample_chains(params: Params, obs: Array, key: PRNGKey) -> PolicyTerms:
@@ -163,7 +167,7 @@ def make_diffusion_loss(
             action=action,
             log_ratio=jnp.sum(chain.log_ratios, axis=-1),
             log_prob=jnp.sum(chain.log_probs, axis=-1),
-            critic_input=policy.features(state.obs, state.latent, state.step, action),
+            critic_input=critic_input(state, action),
             num_steps=K,
         )
 
@@ -171,6 +175,12 @@ def make_diffusion_loss(
         if estimator == "per_step":
             return sample(params, state, key)
         return sample_chains(params, state.obs, key)
+
+    def critic_input(state: AugmentedState, action: Array) -> Array:
+        return policy.features(state.obs, state.latent, state.step, action)
+
+    def state_input(state: AugmentedState) -> Array:
+        return policy.state_features(state.obs, state.latent, state.step)
 
     def entropy(terms: PolicyTerms) -> Array:
         return policy.prior_entropy - (K / terms.num_steps) * jnp.mean(terms.log_ratio)
@@ -194,6 +204,8 @@ def make_diffusion_loss(
         sample=sample,
         sample_chains=sample_chains,
         actor_terms=actor_terms,
+        critic_input=critic_input,
+        state_input=state_input,
         entropy=entropy,
         temperature_loss=temperature_loss,
         target_entropy=target_entropy,

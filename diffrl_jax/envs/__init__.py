@@ -1,0 +1,48 @@
+"""Environments: one batched, auto-resetting interface over brax and toy environments, and
+observation normalisation with running statistics."""
+
+from diffrl_jax.envs.base import EnvCore, Environment, EnvState, StepOutput
+from diffrl_jax.envs.brax_core import BRAX_BACKENDS, brax_env_names, make_brax_core
+from diffrl_jax.envs.episodes import make_environment
+from diffrl_jax.envs.normalization import RunningStats, init_stats, normalize, update_stats
+from diffrl_jax.envs.registry import BRAX_EPISODE_LENGTH, list_envs, make_env
+from diffrl_jax.envs.toy import (
+    TOY_PEAKS,
+    TOY_SPECS,
+    ToySpec,
+    ToyState,
+    bandit_reward,
+    double_well_reward,
+    make_bandit_core,
+    make_double_well_core,
+    mode_fractions,
+    peaks_of,
+)
+
+__all__ = [
+    "BRAX_BACKENDS",
+    "BRAX_EPISODE_LENGTH",
+    "TOY_PEAKS",
+    "TOY_SPECS",
+    "EnvCore",
+    "EnvState",
+    "Environment",
+    "RunningStats",
+    "StepOutput",
+    "ToySpec",
+    "ToyState",
+    "bandit_reward",
+    "brax_env_names",
+    "double_well_reward",
+    "init_stats",
+    "list_envs",
+    "make_bandit_core",
+    "make_brax_core",
+    "make_double_well_core",
+    "make_env",
+    "make_environment",
+    "mode_fractions",
+    "normalize",
+    "peaks_of",
+    "update_stats",
+]

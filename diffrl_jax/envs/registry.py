@@ -1,0 +1,38 @@
+"""Environment names -> `Environment`s: "brax/<env>" for every brax env, and the toy envs."""
+
+from diffrl_jax.envs.base import Environment
+from diffrl_jax.envs.brax_core import BRAX_BACKENDS, brax_env_names, make_brax_core
+from diffrl_jax.envs.episodes import make_environment
+from diffrl_jax.envs.toy import TOY_SPECS
+from diffrl_jax.validation import require_int_at_least
+
+BRAX_EPISODE_LENGTH = 1000
+
+
+def list_envs() -> list[str]:
+    """Every name `make_env` accepts, sorted."""
+    return sorted([f"brax/{n}" for n in brax_env_names()] + list(TOY_SPECS))
+
+
+def make_env(
+    name: str, *, backend: str = "mjx", episode_length: int | None = None
+) -> Environment:
+    """The batched, auto-resetting environment `name` (see `list_envs()`).
+
+    backend: brax's physics pipeline, one of BRAX_BACKENDS (toy envs accept and ignore it).
+    episode_length: the time limit; default 1000 for brax envs, the toy env's own otherwise.
+    """
+    if backend not in BRAX_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; allowed: {list(BRAX_BACKENDS)}")
+    if episode_length is not None:
+        require_int_at_least("make_env", "episode_length", episode_length, 1)
+    if name in TOY_SPECS:
+        spec = TOY_SPECS[name]
+        length = spec.episode_length if episode_length is None else episode_length
+        return make_environment(name, spec.make_core(length), length)
+    prefix = "brax/"
+    if name.startswith(prefix) and name[len(prefix):] in brax_env_names():
+        core = make_brax_core(name[len(prefix):], backend)
+        length = BRAX_EPISODE_LENGTH if episode_length is None else episode_length
+        return make_environment(name, core, length)
+    raise ValueError(f"unknown environment {name!r}; registered: {list_envs()}")

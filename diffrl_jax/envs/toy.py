@@ -1,0 +1,116 @@
+"""Toy environments with two equally good actions, for checking that policies stay multimodal.
+
+Both have a 1-D action a in [-1, 1] and reward maxima of value 1 at a = -0.5 and a = +0.5
+(`TOY_SPECS[name].peaks`), so "mode fractions" (the share of actions nearest each peak)
+measure whether a policy keeps both modes.
+
+- toy/bandit: every step is a whole episode (terminated). obs = [1.0]; reward = two
+  Gaussian bumps exp(-(a -+ 0.5)^2 / (2 * 0.1^2)).
+- toy/double_well: the turning double well. A heading angle h (uniform at reset) turns by
+  a * 90 degrees per step; reward = 1 - ((turn / 45 deg)^2 - 1)^2 = 1 - 16 (a^2 - 1/4)^2,
+  a quartic well with equal maxima 1 at turns of -45 and +45 degrees and 0 at a = 0;
+  obs = (cos h, sin h, t / episode_length). No termination; episodes end by truncation.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from diffrl_jax.envs.base import EnvCore
+from diffrl_jax.types import Array, PRNGKey
+
+BUMP_WIDTH = 0.1
+
+
+class ToySpec(NamedTuple):
+    """peaks: actions of the equal reward maxima; episode_length: the default time limit;
+    make_core(episode_length) -> EnvCore."""
+
+    peaks: tuple[float, ...]
+    episode_length: int
+    make_core: Callable[[int], EnvCore]
+
+
+@struct.dataclass
+class ToyState:
+    """heading [] float32 (radians, in [-pi, pi)); t [] int32 steps taken."""
+
+    heading: Array
+    t: Array
+
+
+def bandit_reward(action: Array) -> Array:
+    """[...] -> [...]: two Gaussian bumps of height 1 at a = -0.5 and a = +0.5."""
+    bump = lambda c: jnp.exp(-0.5 * ((action - c) / BUMP_WIDTH) ** 2)
+    return bump(-0.5) + bump(0.5)
+
+
+def double_well_reward(action: Array) -> Array:
+    """[...] -> [...]: 1 - 16 (a^2 - 1/4)^2, maxima 1 at a = +-0.5, 0 at a = 0."""
+    return 1.0 - 16.0 * (action**2 - 0.25) ** 2
+
+
+def _always_finite(state: ToyState) -> Array:
+    return jnp.isfinite(state.heading)
+
+
+def make_bandit_core(episode_length: int = 1) -> EnvCore:
+    """The one-step bandit; every step terminates, so episode_length never binds."""
+    del episode_length
+
+    def reset(key: PRNGKey):
+        del key
+        return ToyState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)), jnp.ones(1)
+
+    def step(state: ToyState, action: Array):
+        next_state = state.replace(t=state.t + 1)
+        return next_state, jnp.ones(1), bandit_reward(action[0]), jnp.asarray(True)
+
+    return EnvCore(1, 1, reset, step, _always_finite)
+
+
+def make_double_well_core(episode_length: int = 10) -> EnvCore:
+    """The turning double well; episode_length sets the progress feature's scale."""
+
+    def observe(state: ToyState) -> Array:
+        progress = state.t.astype(jnp.float32) / episode_length
+        return jnp.stack([jnp.cos(state.heading), jnp.sin(state.heading), progress])
+
+    def reset(key: PRNGKey):
+        heading = jax.random.uniform(key, (), jnp.float32, -math.pi, math.pi)
+        state = ToyState(heading, jnp.zeros((), jnp.int32))
+        return state, observe(state)
+
+    def step(state: ToyState, action: Array):
+        turned = state.heading + action[0] * (math.pi / 2)
+        heading = jnp.mod(turned + math.pi, 2 * math.pi) - math.pi
+        next_state = ToyState(heading, state.t + 1)
+        return next_state, observe(next_state), double_well_reward(action[0]), jnp.asarray(False)
+
+    return EnvCore(3, 1, reset, step, _always_finite)
+
+
+TOY_SPECS: dict[str, ToySpec] = {
+    "toy/bandit": ToySpec(peaks=(-0.5, 0.5), episode_length=1, make_core=make_bandit_core),
+    "toy/double_well": ToySpec(
+        peaks=(-0.5, 0.5), episode_length=10, make_core=make_double_well_core
+    ),
+}
+TOY_PEAKS: dict[str, tuple[float, ...]] = {name: s.peaks for name, s in TOY_SPECS.items()}
+
+
+def peaks_of(name: str) -> tuple[float, ...]:
+    """The reward-peak actions of environment `name`; () for one without declared peaks."""
+    return TOY_PEAKS.get(name, ())
+
+
+def mode_fractions(actions: Array, peaks: Sequence[float]) -> Array:
+    """actions [..., A] (the first dimension is used) -> [P]: share nearest each peak."""
+    peak_array = jnp.asarray(peaks, jnp.float32)
+    first = actions[..., 0].reshape(-1, 1)
+    nearest = jnp.argmin(jnp.abs(first - peak_array), axis=-1)
+    return jnp.mean(jax.nn.one_hot(nearest, len(peaks)), axis=0)

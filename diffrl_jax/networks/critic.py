@@ -1,0 +1,27 @@
+"""Critic networks over the features the policy gives for (augmented) states and actions."""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from diffrl_jax.networks.mlp import MLP
+
+
+class EnsembleCritic(nn.Module):
+    """num_critics independent MLPs on the same input: [..., F] -> [..., num_critics]."""
+
+    hidden_sizes: Sequence[int] = (256, 256)
+    num_critics: int = 2
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        outs = [
+            MLP(tuple(self.hidden_sizes) + (1,), activation=self.activation, name=f"critic_{i}")(
+                features
+            )[..., 0]
+            for i in range(self.num_critics)
+        ]
+        return jnp.stack(outs, axis=-1)

@@ -1,0 +1,333 @@
+"""The off-policy trainer (SAC and DiffSAC): one pure `train(key, config)` under one jit.
+
+Structure (all lax.scan, static shapes):
+  prefill:   ceil(learning_starts / num_envs) collection steps, no updates
+  intervals: num_evals x [iters_per_eval x (one vectorised env step + updates_per_step
+             gradient updates), then stochastic and deterministic evaluation]
+Metrics are reduced (averaged) per interval inside the scan, never stacked per step.
+
+Replay holds one `ChainTransition` per environment step (raw observations, the whole chain);
+each gradient update samples batch_size of them, picks k ~ U{0..K-1} per sample and turns
+them into DA-MDP transitions with the shared transform. SAC is this trainer with the
+Gaussian policy (K = 1).
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from diffrl_jax.algorithms.sac import sac_actor_objective, sac_critic_loss
+from diffrl_jax.buffers import ReplayBuffer, replay_add, replay_init, replay_sample
+from diffrl_jax.envs import EnvState, RunningStats, init_stats, make_env, normalize, update_stats
+from diffrl_jax.envs import peaks_of
+from diffrl_jax.networks.critic import EnsembleCritic
+from diffrl_jax.policies import (
+    DiffusionPolicyConfig,
+    GaussianPolicyConfig,
+    make_diffusion_policy,
+    make_gaussian_policy,
+)
+from diffrl_jax.training.evaluation import evaluate_policy
+from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss, sampled_loss
+from diffrl_jax.transforms.damdp import DISCOUNT_MODES
+from diffrl_jax.transforms.diffusion_loss import ESTIMATORS
+from diffrl_jax.types import Array, Params, PRNGKey
+from diffrl_jax.validation import (
+    ConfigError,
+    require_choice,
+    require_int_at_least,
+    require_layer_sizes,
+)
+
+OFF_POLICY_ALGOS = ("sac", "diffsac")
+
+static = lambda default: struct.field(pytree_node=False, default=default)  # noqa: E731
+
+
+@struct.dataclass
+class OffPolicyConfig:
+    """Static fields fix shapes and code paths; numeric hyperparameters are pytree leaves, so
+    they may be traced and vmapped (a grid of values x seeds is one compile)."""
+
+    algo: str = static("diffsac")
+    env: str = static("brax/inverted_pendulum")
+    backend: str = static("mjx")
+    total_env_steps: int = static(50_000)
+    num_envs: int = static(16)
+    num_evals: int = static(10)
+    learning_starts: int = static(2_000)
+    batch_size: int = static(256)
+    updates_per_step: int = static(4)
+    buffer_size: int = static(100_000)
+    num_eval_envs: int = static(8)
+    episode_length: int | None = static(None)
+    normalize_obs: bool = static(True)
+    critic_hidden: tuple[int, ...] = static((256, 256))
+    diffusion: DiffusionPolicyConfig = static(DiffusionPolicyConfig())
+    gaussian: GaussianPolicyConfig = static(GaussianPolicyConfig())
+    estimator: str = static("per_step")
+    discount_mode: str = static("env")
+    # traced hyperparameters
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    tau: float = 0.005
+    discount: float = 0.99
+    target_entropy_multiplier: float = 1.0
+    init_alpha: float = 1.0
+    reward_scale: float = 1.0
+    max_grad_norm: float = 1e6
+
+    def validate(self) -> "OffPolicyConfig":
+        """Checks the static fields; raises ConfigError naming the field."""
+        o = "OffPolicyConfig"
+        require_choice(o, "algo", self.algo, OFF_POLICY_ALGOS)
+        for name in ("total_env_steps", "num_envs", "num_evals", "batch_size",
+                     "updates_per_step", "buffer_size", "num_eval_envs"):
+            require_int_at_least(o, name, getattr(self, name), 1)
+        require_int_at_least(o, "learning_starts", self.learning_starts, 0)
+        require_layer_sizes(o, "critic_hidden", self.critic_hidden)
+        require_choice(o, "estimator", self.estimator, ESTIMATORS)
+        require_choice(o, "discount_mode", self.discount_mode, DISCOUNT_MODES)
+        if self.buffer_size < self.num_envs:
+            raise ConfigError(f"{o}.buffer_size ({self.buffer_size}) must be >= num_envs ({self.num_envs})")
+        schedule = schedule_of(self)
+        if schedule["iters_per_eval"] < 1:
+            raise ConfigError(
+                f"{o}.total_env_steps ({self.total_env_steps}) leaves no training steps after "
+                f"learning_starts ({self.learning_starts}) for num_evals={self.num_evals} "
+                f"intervals of num_envs={self.num_envs}"
+            )
+        return self
+
+
+def schedule_of(config: OffPolicyConfig) -> dict[str, int]:
+    """Static loop lengths: prefill iterations, iterations per eval interval, env steps."""
+    prefill = math.ceil(config.learning_starts / config.num_envs)
+    remaining = config.total_env_steps - prefill * config.num_envs
+    iters_per_eval = remaining // (config.num_envs * config.num_evals)
+    total = (prefill + iters_per_eval * config.num_evals) * config.num_envs
+    return {"prefill_iters": prefill, "iters_per_eval": iters_per_eval, "total_env_steps": total}
+
+
+@struct.dataclass
+class OffPolicyState:
+    """The whole training carry."""
+
+    policy_params: Params
+    critic_params: Params
+    target_critic_params: Params
+    log_alpha: Array
+    policy_opt_state: Any
+    critic_opt_state: Any
+    alpha_opt_state: Any
+    buffer: ReplayBuffer
+    env_state: EnvState
+    obs_stats: RunningStats
+    episode_return: Array  # [N] running return of the current training episodes
+    key: PRNGKey
+    env_steps: Array
+    updates: Array
+
+
+def build(config: OffPolicyConfig):
+    """The static pieces of a run: environment, policy, transform, critic, optimisers."""
+    env = make_env(config.env, backend=config.backend, episode_length=config.episode_length)
+    if config.algo == "diffsac":
+        policy = make_diffusion_policy(env.obs_dim, env.action_dim, config.diffusion)
+    else:
+        policy = make_gaussian_policy(env.obs_dim, env.action_dim, config.gaussian)
+    transform = make_diffusion_loss(policy, config.discount_mode, config.estimator)
+    critic = EnsembleCritic(hidden_sizes=config.critic_hidden, num_critics=2)
+    return env, policy, transform, critic
+
+
+def _optimizer(lr: Array, max_grad_norm: Array) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
+
+def train(key: PRNGKey, config: OffPolicyConfig) -> tuple[OffPolicyState, dict[str, Array]]:
+    """Trains for config.total_env_steps; returns the final state and per-interval metrics
+    (each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and configs."""
+    config.validate()
+    env, policy, transform, critic = build(config)
+    sched = schedule_of(config)
+    N, B, K = config.num_envs, config.batch_size, policy.num_steps
+    peaks = peaks_of(config.env)
+
+    policy_opt = _optimizer(config.actor_lr, config.max_grad_norm)
+    critic_opt = _optimizer(config.critic_lr, config.max_grad_norm)
+    alpha_opt = optax.adam(config.alpha_lr)
+    target_entropy = transform.target_entropy(config.target_entropy_multiplier)
+
+    def norm(stats: RunningStats, obs: Array) -> Array:
+        return normalize(stats, obs) if config.normalize_obs else obs
+
+    # ---- initial state -----------------------------------------------------------------
+    key, pkey, ckey, ekey, rkey = jax.random.split(key, 5)
+    policy_params = policy.init(pkey)
+    critic_input = transform.critic_input(
+        AugmentedState(
+            obs=jnp.zeros((1, env.obs_dim)),
+            latent=jnp.zeros((1, env.action_dim)),
+            step=jnp.zeros((1,), jnp.int32),
+        ),
+        jnp.zeros((1, env.action_dim)),
+    )
+    critic_params = critic.init(ckey, critic_input)
+    log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
+    example = ChainTransition(
+        obs=jnp.zeros(env.obs_dim),
+        latents=jnp.zeros((K + 1, env.action_dim)),
+        log_ratios=jnp.zeros(K),
+        log_probs=jnp.zeros(K),
+        reward=jnp.zeros(()),
+        terminated=jnp.zeros(()),
+        truncated=jnp.zeros(()),
+        next_obs=jnp.zeros(env.obs_dim),
+        next_prior_latent=jnp.zeros(env.action_dim),
+    )
+    state = OffPolicyState(
+        policy_params=policy_params,
+        critic_params=critic_params,
+        target_critic_params=critic_params,
+        log_alpha=log_alpha,
+        policy_opt_state=policy_opt.init(policy_params),
+        critic_opt_state=critic_opt.init(critic_params),
+        alpha_opt_state=alpha_opt.init(log_alpha),
+        buffer=replay_init(example, config.buffer_size),
+        env_state=env.reset(ekey, N),
+        obs_stats=init_stats(env.obs_dim),
+        episode_return=jnp.zeros(N),
+        key=rkey,
+        env_steps=jnp.zeros((), jnp.int32),
+        updates=jnp.zeros((), jnp.int32),
+    )
+
+    # ---- one vectorised environment step ----------------------------------------------
+    def collect(ts: OffPolicyState) -> tuple[OffPolicyState, dict[str, Array]]:
+        key, act_key, prior_key = jax.random.split(ts.key, 3)
+        raw_obs = ts.env_state.obs
+        chain = transform.act(ts.policy_params, norm(ts.obs_stats, raw_obs), act_key)
+        env_state, out = env.step(ts.env_state, chain.action)
+        item = ChainTransition(
+            obs=raw_obs,
+            latents=chain.latents,
+            log_ratios=chain.log_ratios,
+            log_probs=chain.log_probs,
+            reward=out.reward,
+            terminated=out.terminated,
+            truncated=out.truncated,
+            next_obs=out.next_obs,
+            next_prior_latent=policy.sample_prior(prior_key, (N,)),
+        )
+        ended = jnp.maximum(jnp.maximum(out.terminated, out.truncated), out.nonfinite)
+        episode_return = ts.episode_return + out.reward
+        metrics = {
+            "train_return_sum": jnp.sum(ended * episode_return),
+            "train_episodes": jnp.sum(ended),
+            "nonfinite_env_steps": jnp.sum(out.nonfinite),
+        }
+        ts = ts.replace(
+            buffer=replay_add(ts.buffer, item),
+            env_state=env_state,
+            obs_stats=update_stats(ts.obs_stats, raw_obs) if config.normalize_obs else ts.obs_stats,
+            episode_return=episode_return * (1.0 - ended),
+            key=key,
+            env_steps=ts.env_steps + N,
+        )
+        return ts, metrics
+
+    # ---- one gradient update ------------------------------------------------------------
+    actor_loss_fn = sampled_loss(transform, sac_actor_objective)
+
+    def update(ts: OffPolicyState, key: PRNGKey) -> tuple[OffPolicyState, dict[str, Array]]:
+        sample_key, step_key, critic_key, actor_key = jax.random.split(key, 4)
+        items = replay_sample(ts.buffer, sample_key, B)
+        step = jax.random.randint(step_key, (B,), 0, K, dtype=jnp.int32)
+        batch = transform.augment(items, step, config.discount)
+        batch = batch.replace(
+            state=batch.state.replace(obs=norm(ts.obs_stats, batch.state.obs)),
+            next_state=batch.next_state.replace(obs=norm(ts.obs_stats, batch.next_state.obs)),
+            reward=batch.reward * config.reward_scale,
+        )
+        alpha = jnp.exp(ts.log_alpha)
+
+        (_, critic_metrics), critic_grads = jax.value_and_grad(sac_critic_loss, has_aux=True)(
+            ts.critic_params, ts.target_critic_params, ts.policy_params, batch, alpha,
+            critic_key, transform, critic.apply,
+        )
+        updates, critic_opt_state = critic_opt.update(critic_grads, ts.critic_opt_state)
+        critic_params = optax.apply_updates(ts.critic_params, updates)
+
+        (actor_loss, terms), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+            ts.policy_params, batch.state, actor_key, alpha, critic_params, critic.apply
+        )
+        updates, policy_opt_state = policy_opt.update(actor_grads, ts.policy_opt_state)
+        policy_params = optax.apply_updates(ts.policy_params, updates)
+
+        entropy = transform.entropy(terms)
+        alpha_loss, alpha_grad = jax.value_and_grad(transform.temperature_loss)(
+            ts.log_alpha, entropy, target_entropy
+        )
+        updates, alpha_opt_state = alpha_opt.update(alpha_grad, ts.alpha_opt_state)
+        log_alpha = optax.apply_updates(ts.log_alpha, updates)
+
+        target_critic_params = optax.incremental_update(
+            critic_params, ts.target_critic_params, config.tau
+        )
+        ts = ts.replace(
+            policy_params=policy_params,
+            critic_params=critic_params,
+            target_critic_params=target_critic_params,
+            log_alpha=log_alpha,
+            policy_opt_state=policy_opt_state,
+            critic_opt_state=critic_opt_state,
+            alpha_opt_state=alpha_opt_state,
+            updates=ts.updates + 1,
+        )
+        metrics = dict(critic_metrics, actor_loss=actor_loss, alpha=alpha, entropy=entropy,
+                       alpha_loss=alpha_loss)
+        return ts, metrics
+
+    def train_iteration(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:
+        ts, collect_metrics = collect(ts)
+        key, update_key = jax.random.split(ts.key)
+        ts = ts.replace(key=key)
+        ts, update_metrics = jax.lax.scan(
+            update, ts, jax.random.split(update_key, config.updates_per_step)
+        )
+        update_metrics = jax.tree.map(jnp.mean, update_metrics)
+        return ts, (collect_metrics, update_metrics)
+
+    def interval(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:
+        ts, (collect_metrics, update_metrics) = jax.lax.scan(
+            train_iteration, ts, None, length=sched["iters_per_eval"]
+        )
+        key, stoch_key, det_key = jax.random.split(ts.key, 3)
+        ts = ts.replace(key=key)
+        stochastic = evaluate_policy(env, transform, ts.policy_params, ts.obs_stats, stoch_key,
+                                     config.num_eval_envs, False, peaks, config.normalize_obs)
+        deterministic = evaluate_policy(env, transform, ts.policy_params, ts.obs_stats, det_key,
+                                        config.num_eval_envs, True, peaks, config.normalize_obs)
+        episodes = jnp.sum(collect_metrics["train_episodes"])
+        metrics = {
+            "env_steps": ts.env_steps,
+            "eval_return": jnp.mean(stochastic.returns),
+            "eval_return_deterministic": jnp.mean(deterministic.returns),
+            "eval_length": jnp.mean(stochastic.lengths),
+            "eval_mode_counts": stochastic.mode_counts,
+            "train_return": jnp.sum(collect_metrics["train_return_sum"]) / jnp.maximum(episodes, 1.0),
+            "train_episodes": episodes,
+            "nonfinite_env_steps": jnp.sum(collect_metrics["nonfinite_env_steps"]),
+            **jax.tree.map(jnp.mean, update_metrics),
+        }
+        return ts, metrics
+
+    state, _ = jax.lax.scan(lambda ts, _: collect(ts), state, None, length=sched["prefill_iters"])
+    state, metrics = jax.lax.scan(interval, state, None, length=config.num_evals)
+    return state, metrics
