@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -58,22 +57,16 @@ def run_experiment(algo: str, env: str, total_steps: int | None, num_seeds: int,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-    start = time.perf_counter()
-
-    def report(metrics):
-        steps = int(np.asarray(metrics["env_steps"]).reshape(-1)[0])
-        ret = np.asarray(metrics["eval_return"]).reshape(-1)
-        elapsed = time.perf_counter() - start
-        print(f"[{algo} {env}] env steps {steps:>9,d}/{sched['total_env_steps']:,d}  "
-              f"eval return {ret.mean():9.2f} (per seed {np.round(ret, 1).tolist()})  "
-              f"{elapsed:7.1f}s", flush=True)
+    printer = ProgressPrinter(f"{algo} {env}", num_seeds, sched["total_env_steps"], progress)
 
     def run(keys):
-        def one(key):
-            _, metrics = off_policy.train(key, config)
-            return metrics
-        metrics = jax.vmap(one)(keys)
-        return metrics
+        def one(key, seed_index):
+            def report(metrics):
+                jax.debug.callback(printer.record, seed_index, metrics["env_steps"],
+                                   metrics["eval_return"])
+            return off_policy.train(key, config, on_interval=report)[1]
+
+        return jax.vmap(one)(keys, jnp.arange(num_seeds))
 
     t0 = time.perf_counter()
     compiled = jax.jit(run).lower(keys).compile()
@@ -82,16 +75,46 @@ def run_experiment(algo: str, env: str, total_steps: int | None, num_seeds: int,
         print(f"[{algo} {env}] compiled in {compile_seconds:.1f}s; training {num_seeds} seed(s) "
               f"for {sched['total_env_steps']:,d} env steps each", flush=True)
     t1 = time.perf_counter()
+    printer.start()
     metrics = jax.tree.map(np.asarray, jax.block_until_ready(compiled(keys)))
     train_seconds = time.perf_counter() - t1
-    if progress:
-        for i in range(config.num_evals):
-            report(jax.tree.map(lambda x: x[:, i], metrics))
 
     summary = build_summary(config, metrics, num_seeds, sched, compile_seconds, train_seconds,
                             time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class ProgressPrinter:
+    """Collects per-seed interval reports from the running program; prints one line per
+    interval once every seed has reported it (env steps, steps/s, returns, ETA)."""
+
+    def __init__(self, label: str, num_seeds: int, total_steps: int, enabled: bool = True):
+        self.label, self.num_seeds, self.total_steps, self.enabled = label, num_seeds, total_steps, enabled
+        self.pending: dict[int, dict[int, float]] = {}
+        self.lines: list[str] = []
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def record(self, seed_index, env_steps, eval_return) -> None:
+        steps = int(env_steps)
+        seeds = self.pending.setdefault(steps, {})
+        seeds[int(seed_index)] = float(eval_return)
+        if len(seeds) < self.num_seeds:
+            return
+        del self.pending[steps]
+        elapsed = time.perf_counter() - self.t0
+        rate = steps * self.num_seeds / max(elapsed, 1e-9)
+        eta = (self.total_steps - steps) * self.num_seeds / max(rate, 1e-9)
+        returns = [round(seeds[i], 1) for i in range(self.num_seeds)]
+        line = (f"[{self.label}] env steps {steps:>9,d}/{self.total_steps:,d}  "
+                f"{rate:9,.0f} steps/s  eval return {np.mean(returns):9.2f} {returns}  "
+                f"elapsed {elapsed:6.1f}s  ETA {eta:6.1f}s")
+        self.lines.append(line)
+        if self.enabled:
+            print(line, flush=True)
 
 
 def build_summary(config, metrics, num_seeds, sched, compile_seconds, train_seconds, wall_seconds):

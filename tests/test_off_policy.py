@@ -100,8 +100,12 @@ def test_config_validation_names_the_field():
         make_config("sac", "toy/bandit", learning_rate=1e-3)
 
 
-def test_run_experiment_writes_the_summary_contract(tmp_path):
-    summary = run_experiment("diffsac", "toy/bandit", None, 2, 0, tmp_path, progress=False, **TINY)
+def test_run_experiment_writes_the_summary_contract(tmp_path, capsys):
+    summary = run_experiment("diffsac", "toy/bandit", None, 2, 0, tmp_path, progress=True, **TINY)
+    printed = capsys.readouterr().out
+    progress_lines = [line for line in printed.splitlines() if "eval return" in line]
+    assert len(progress_lines) == TINY["num_evals"], printed  # one per interval, all seeds in
+    assert "ETA" in progress_lines[-1] and "steps/s" in progress_lines[-1]
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     for field in ("algo", "env", "total_env_steps", "num_seeds", "final_eval_return", "eval_curve",
@@ -128,3 +132,16 @@ def test_command_line_rejects_unknown_names_clearly(tmp_path):
     cmd[cmd.index("diffsac")] = "a2c"
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice: 'a2c'" in result.stderr
+
+
+def test_readme_sweep_example_runs():
+    text = (ROOT / "README.md").read_text()
+    code = text.split("<!-- example: sweep -->\n```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["metrics"]["eval_return"].shape[0] == 4
+    grid = namespace["grid_metrics"]["eval_return"]
+    assert grid.shape[0] == 8
+    # members 0..3 of the grid use lr 1e-3, the preset's value: they repeat the seed sweep
+    assert namespace["config"].actor_lr == namespace["config"].critic_lr == 1e-3
+    np.testing.assert_allclose(grid[:4], namespace["metrics"]["eval_return"], rtol=1e-4, atol=1e-4)

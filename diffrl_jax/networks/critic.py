@@ -10,16 +10,20 @@ from diffrl_jax.networks.mlp import MLP
 
 
 class EnsembleCritic(nn.Module):
-    """num_critics independent MLPs on the same input: [..., F] -> [..., num_critics]."""
+    """num_critics independent MLPs on the same input: [..., F] -> [..., num_critics].
+    layer_norm normalises each hidden layer, which keeps the critic stable when the
+    augmented inputs (latents x_k) drift in scale."""
 
     hidden_sizes: Sequence[int] = (256, 256)
     num_critics: int = 2
     activation: str = "relu"
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
         outs = [
-            MLP(tuple(self.hidden_sizes) + (1,), activation=self.activation, name=f"critic_{i}")(
+            MLP(tuple(self.hidden_sizes) + (1,), activation=self.activation,
+                layer_norm=self.layer_norm, name=f"critic_{i}")(
                 features
             )[..., 0]
             for i in range(self.num_critics)

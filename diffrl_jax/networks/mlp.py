@@ -9,7 +9,8 @@ from diffrl_jax.networks.activations import get_activation
 
 
 class MLP(nn.Module):
-    """Dense layers with an activation between them (none after the last).
+    """Dense layers with an activation between them (none after the last); with layer_norm,
+    each hidden layer is Dense -> LayerNorm -> activation.
 
     Maps [..., D_in] -> [..., layer_sizes[-1]].
     """
@@ -17,6 +18,7 @@ class MLP(nn.Module):
     layer_sizes: Sequence[int]
     activation: str = "relu"
     final_kernel_init: nn.initializers.Initializer | None = None
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -29,5 +31,7 @@ class MLP(nn.Module):
             else:
                 x = nn.Dense(size, name=f"dense_{i}")(x)
             if not last:
+                if self.layer_norm:
+                    x = nn.LayerNorm(name=f"layer_norm_{i}")(x)
                 x = act(x)
         return x

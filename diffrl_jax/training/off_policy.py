@@ -13,6 +13,7 @@ Gaussian policy (K = 1).
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -67,6 +68,7 @@ class OffPolicyConfig:
     episode_length: int | None = static(None)
     normalize_obs: bool = static(True)
     critic_hidden: tuple[int, ...] = static((256, 256))
+    critic_layer_norm: bool = static(False)
     diffusion: DiffusionPolicyConfig = static(DiffusionPolicyConfig())
     gaussian: GaussianPolicyConfig = static(GaussianPolicyConfig())
     estimator: str = static("per_step")
@@ -142,7 +144,9 @@ def build(config: OffPolicyConfig):
     else:
         policy = make_gaussian_policy(env.obs_dim, env.action_dim, config.gaussian)
     transform = make_diffusion_loss(policy, config.discount_mode, config.estimator)
-    critic = EnsembleCritic(hidden_sizes=config.critic_hidden, num_critics=2)
+    critic = EnsembleCritic(
+        hidden_sizes=config.critic_hidden, num_critics=2, layer_norm=config.critic_layer_norm
+    )
     return env, policy, transform, critic
 
 
@@ -150,9 +154,17 @@ def _optimizer(lr: Array, max_grad_norm: Array) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
 
 
-def train(key: PRNGKey, config: OffPolicyConfig) -> tuple[OffPolicyState, dict[str, Array]]:
+def train(
+    key: PRNGKey,
+    config: OffPolicyConfig,
+    on_interval: Callable[[dict[str, Array]], None] | None = None,
+) -> tuple[OffPolicyState, dict[str, Array]]:
     """Trains for config.total_env_steps; returns the final state and per-interval metrics
-    (each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and configs."""
+    (each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and configs.
+
+    on_interval: called while tracing, inside the interval scan, with that interval's
+    metrics; use `jax.debug.callback` in it to report progress from the running program.
+    """
     config.validate()
     env, policy, transform, critic = build(config)
     sched = schedule_of(config)
@@ -326,6 +338,8 @@ def train(key: PRNGKey, config: OffPolicyConfig) -> tuple[OffPolicyState, dict[s
             "nonfinite_env_steps": jnp.sum(collect_metrics["nonfinite_env_steps"]),
             **jax.tree.map(jnp.mean, update_metrics),
         }
+        if on_interval is not None:
+            on_interval(metrics)
         return ts, metrics
 
     state, _ = jax.lax.scan(lambda ts, _: collect(ts), state, None, length=sched["prefill_iters"])

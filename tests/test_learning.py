@@ -1,0 +1,35 @@
+"""Learning checks on CPU with the presets (marked slow: minutes each, few, real).
+
+They run the experiment command's code path (`run_experiment`), so they check the presets
+that `experiments/train.py` uses.
+"""
+
+import numpy as np
+import pytest
+
+from diffrl_jax.experiment import run_experiment
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("algo", ["sac", "diffsac"])
+def test_inverted_pendulum_reaches_800(algo, tmp_path):
+    summary = run_experiment(algo, "brax/inverted_pendulum", None, 2, 0, tmp_path, progress=False)
+    final = np.asarray(summary["final_eval_return"])
+    assert final.mean() >= 800, summary["eval_curve"]
+    assert summary["nonfinite_env_steps"] == [0, 0]
+
+
+def test_diffsac_keeps_both_bandit_modes(tmp_path):
+    summary = run_experiment("diffsac", "toy/bandit", None, 3, 0, tmp_path, progress=False)
+    fractions = np.asarray(summary["mode_fractions"])
+    assert fractions.shape == (3, 2)
+    assert fractions.min() >= 0.25, fractions
+    assert np.mean(summary["final_eval_return"]) > 0.45  # the actions sit on the peaks
+
+
+def test_sac_collapses_to_one_bandit_mode(tmp_path):
+    summary = run_experiment("sac", "toy/bandit", None, 3, 0, tmp_path, progress=False)
+    fractions = np.asarray(summary["mode_fractions"])
+    assert np.all(fractions.max(-1) >= 0.9), fractions
+    assert np.mean(summary["final_eval_return"]) > 0.8
