@@ -92,6 +92,10 @@ def test_config_validation_names_the_field():
         tiny_config(algo="td3")
     with pytest.raises(ConfigError, match="OffPolicyConfig.batch_size"):
         tiny_config(batch_size=0)
+    with pytest.raises(ConfigError, match=r"OffPolicyConfig.discount must lie in \[0.0, 1.0\]"):
+        tiny_config(discount=1.5)
+    with pytest.raises(ConfigError, match="OffPolicyConfig.actor_lr must be a finite number > 0"):
+        tiny_config(actor_lr=-1e-3)
     with pytest.raises(ConfigError, match="leaves no training steps"):
         tiny_config(total_env_steps=36)
     with pytest.raises(ValueError, match="unknown environment 'brax/pendulum_xyz'"):
@@ -142,6 +146,10 @@ def test_readme_sweep_example_runs():
     assert namespace["metrics"]["eval_return"].shape[0] == 4
     grid = namespace["grid_metrics"]["eval_return"]
     assert grid.shape[0] == 8
-    # members 0..3 of the grid use lr 1e-3, the preset's value: they repeat the seed sweep
+    # members 0..3 of the grid use lr 1e-3, the preset's value: they repeat the seed sweep.
+    # The two programs fuse differently, so float rounding makes long runs drift apart
+    # (seen on JAX 0.10.2): exact at the first interval, close afterwards.
     assert namespace["config"].actor_lr == namespace["config"].critic_lr == 1e-3
-    np.testing.assert_allclose(grid[:4], namespace["metrics"]["eval_return"], rtol=1e-4, atol=1e-4)
+    plain = namespace["metrics"]["eval_return"]
+    np.testing.assert_allclose(grid[:4, 0], plain[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grid[:4], plain, atol=0.05)

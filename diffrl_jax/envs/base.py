@@ -10,6 +10,7 @@ pure functions; `make_environment` (in `episodes.py`) turns a core into an `Envi
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
 from flax import struct
 
 from diffrl_jax.types import Array, PRNGKey
@@ -50,6 +51,11 @@ class StepOutput:
     terminated: Array
     truncated: Array
     nonfinite: Array
+
+    @property
+    def ended(self) -> Array:
+        """[N] 1.0 where the episode ended this step (terminated, truncated or non-finite)."""
+        return jnp.maximum(self.terminated, self.truncated)
 
 
 class Environment(NamedTuple):

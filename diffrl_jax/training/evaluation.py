@@ -48,7 +48,7 @@ def evaluate_policy(
         if len(peaks):
             nearest = jnp.argmin(jnp.abs(chain.action[:, :1] - peak_array), axis=-1)
             counts = counts + jnp.sum(alive[:, None] * jax.nn.one_hot(nearest, len(peaks)), 0)
-        ended = jnp.maximum(jnp.maximum(out.terminated, out.truncated), out.nonfinite)
+        ended = out.ended
         alive = alive * (1.0 - ended)
         return (state, ret, length, alive, counts), None
 

@@ -41,7 +41,9 @@ from diffrl_jax.validation import (
     ConfigError,
     require_choice,
     require_int_at_least,
+    require_in_range,
     require_layer_sizes,
+    require_positive,
 )
 
 OFF_POLICY_ALGOS = ("sac", "diffsac")
@@ -52,7 +54,13 @@ static = lambda default: struct.field(pytree_node=False, default=default)  # noq
 @struct.dataclass
 class OffPolicyConfig:
     """Static fields fix shapes and code paths; numeric hyperparameters are pytree leaves, so
-    they may be traced and vmapped (a grid of values x seeds is one compile)."""
+    they may be traced and vmapped (a grid of values x seeds is one compile).
+
+    discount is gamma per environment step in discount_mode "env" and the factor per
+    augmented (denoising) step in "diffusion" mode (the authors use 0.999 with K = 8, i.e.
+    about 0.992 per environment step). target_entropy_multiplier m gives the target
+    H(prior) - m * A (spec section 5; -m * A for the Gaussian).
+    """
 
     algo: str = static("diffsac")
     env: str = static("brax/inverted_pendulum")
@@ -95,6 +103,14 @@ class OffPolicyConfig:
         require_layer_sizes(o, "critic_hidden", self.critic_hidden)
         require_choice(o, "estimator", self.estimator, ESTIMATORS)
         require_choice(o, "discount_mode", self.discount_mode, DISCOUNT_MODES)
+        for name, low, high in (("discount", 0.0, 1.0), ("tau", 0.0, 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)):  # traced or batched values are checked by the caller
+                require_in_range(o, name, value, low, high, closed=True)
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)):
+                require_positive(o, name, value)
         if self.buffer_size < self.num_envs:
             raise ConfigError(f"{o}.buffer_size ({self.buffer_size}) must be >= num_envs ({self.num_envs})")
         schedule = schedule_of(self)
@@ -237,7 +253,7 @@ def train(
             next_obs=out.next_obs,
             next_prior_latent=policy.sample_prior(prior_key, (N,)),
         )
-        ended = jnp.maximum(jnp.maximum(out.terminated, out.truncated), out.nonfinite)
+        ended = out.ended
         episode_return = ts.episode_return + out.reward
         metrics = {
             "train_return_sum": jnp.sum(ended * episode_return),
@@ -258,7 +274,7 @@ def train(
     actor_loss_fn = sampled_loss(transform, sac_actor_objective)
 
     def update(ts: OffPolicyState, key: PRNGKey) -> tuple[OffPolicyState, dict[str, Array]]:
-        sample_key, step_key, critic_key, actor_key = jax.random.split(key, 4)
+        sample_key, step_key, critic_key, actor_key, entropy_key = jax.random.split(key, 5)
         items = replay_sample(ts.buffer, sample_key, B)
         step = jax.random.randint(step_key, (B,), 0, K, dtype=jnp.int32)
         batch = transform.augment(items, step, config.discount)
@@ -282,7 +298,13 @@ def train(
         updates, policy_opt_state = policy_opt.update(actor_grads, ts.policy_opt_state)
         policy_params = optax.apply_updates(ts.policy_params, updates)
 
-        entropy = transform.entropy(terms)
+        # H_hat bounds the entropy of the *current* policy only along its own chains, so the
+        # temperature sees whole fresh chains at the batch's observations, not the replayed
+        # (older) latents the actor trained on. For the Gaussian this is -mean log pi.
+        chains = jax.lax.stop_gradient(
+            transform.sample_chains(policy_params, batch.state.obs, entropy_key)
+        )
+        entropy = transform.entropy(chains)
         alpha_loss, alpha_grad = jax.value_and_grad(transform.temperature_loss)(
             ts.log_alpha, entropy, target_entropy
         )
@@ -303,7 +325,7 @@ def train(
             updates=ts.updates + 1,
         )
         metrics = dict(critic_metrics, actor_loss=actor_loss, alpha=alpha, entropy=entropy,
-                       alpha_loss=alpha_loss)
+                       alpha_loss=alpha_loss, step_log_ratio=jnp.mean(terms.log_ratio))
         return ts, metrics
 
     def train_iteration(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:

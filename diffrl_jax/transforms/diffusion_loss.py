@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from diffrl_jax.policies.base import ChainSample, Policy
+from diffrl_jax.policies.base import ChainSample, Policy, StepEval
 from diffrl_jax.transforms import damdp
 from diffrl_jax.transforms.damdp import AugmentedState, AugmentedTransition, ChainTransition
 from diffrl_jax.types import Array, Params, PRNGKey
@@ -68,7 +68,10 @@ class DiffusionLoss(NamedTuple):
     state_input(state) -> [..., F_s], a state-value critic's input for s~
     entropy(terms) -> H_hat = prior_entropy - (K / terms.num_steps) * mean(log_ratio)
     temperature_loss(log_alpha, entropy, target_entropy) -> alpha * sg(entropy - target)
-    target_entropy(multiplier) -> prior_entropy - multiplier * A
+    target_entropy(multiplier) -> prior_entropy - multiplier * A: the authors' target -m*A
+        on their estimate (which omits H(prior)), shifted onto ours. With the diffusion
+        policy's squash_log_det option H_hat bounds the entropy of the squashed action,
+        which is at most A * log 2, so the target is reachable only for m > h_p - log 2.
     """
 
     policy: Policy
@@ -135,8 +138,7 @@ def make_diffusion_loss(
         latent = jnp.take_along_axis(chain.latents, step[..., None, None], axis=-2)[..., 0, :]
         return AugmentedState(obs=obs, latent=latent, step=step)
 
-    def evaluate(params: Params, state: AugmentedState, action: Array) -> PolicyTerms:
-        ev = policy.evaluate(params, state.obs, state.latent, state.step, action)
+    def step_terms(state: AugmentedState, action: Array, ev: StepEval) -> PolicyTerms:
         return PolicyTerms(
             state=state,
             action=action,
@@ -145,15 +147,13 @@ def make_diffusion_loss(
             critic_input=critic_input(state, action),
         )
 
+    def evaluate(params: Params, state: AugmentedState, action: Array) -> PolicyTerms:
+        ev = policy.evaluate(params, state.obs, state.latent, state.step, action)
+        return step_terms(state, action, ev)
+
     def sample(params: Params, state: AugmentedState, key: PRNGKey) -> PolicyTerms:
         action, ev = policy.sample_step(params, state.obs, state.latent, state.step, key)
-        return PolicyTerms(
-            state=state,
-            action=action,
-            log_ratio=ev.log_ratio,
-            log_prob=ev.log_prob,
-            critic_input=critic_input(state, action),
-        )
+        return step_terms(state, action, ev)
 
     def sample_chains(params: Params, obs: Array, key: PRNGKey) -> PolicyTerms:
         chain = policy.sample_chain(params, obs, key)
