@@ -16,6 +16,7 @@ from diffrl_jax.envs.toy import (
     make_bandit_core,
     make_double_well_core,
     mode_fractions,
+    nearest_peak,
     peaks_of,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "make_env",
     "make_environment",
     "mode_fractions",
+    "nearest_peak",
     "normalize",
     "peaks_of",
     "update_stats",

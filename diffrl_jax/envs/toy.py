@@ -108,9 +108,14 @@ def peaks_of(name: str) -> tuple[float, ...]:
     return TOY_PEAKS.get(name, ())
 
 
+def nearest_peak(actions: Array, peaks: Sequence[float]) -> Array:
+    """actions [..., A] (the first dimension is used) -> one-hot [..., P] of the nearest peak."""
+    peak_array = jnp.asarray(peaks, jnp.float32)
+    nearest = jnp.argmin(jnp.abs(actions[..., :1] - peak_array), axis=-1)
+    return jax.nn.one_hot(nearest, len(peaks))
+
+
 def mode_fractions(actions: Array, peaks: Sequence[float]) -> Array:
     """actions [..., A] (the first dimension is used) -> [P]: share nearest each peak."""
-    peak_array = jnp.asarray(peaks, jnp.float32)
-    first = actions[..., 0].reshape(-1, 1)
-    nearest = jnp.argmin(jnp.abs(first - peak_array), axis=-1)
-    return jnp.mean(jax.nn.one_hot(nearest, len(peaks)), axis=0)
+    onehot = nearest_peak(actions, peaks)
+    return jnp.mean(onehot.reshape(-1, len(peaks)), axis=0)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from diffrl_jax.envs import Environment, RunningStats, normalize
+from diffrl_jax.envs import Environment, RunningStats, nearest_peak, normalize
 from diffrl_jax.transforms.diffusion_loss import DiffusionLoss
 from diffrl_jax.types import Array, Params, PRNGKey
 
@@ -36,7 +36,6 @@ def evaluate_policy(
     """Runs one episode in each of num_envs fresh environments and scores it."""
     reset_key, act_key = jax.random.split(key)
     state = env.reset(reset_key, num_envs)
-    peak_array = jnp.asarray(peaks, jnp.float32)
 
     def body(carry, step_key):
         state, ret, length, alive, counts = carry
@@ -46,8 +45,7 @@ def evaluate_policy(
         ret = ret + alive * out.reward
         length = length + alive
         if len(peaks):
-            nearest = jnp.argmin(jnp.abs(chain.action[:, :1] - peak_array), axis=-1)
-            counts = counts + jnp.sum(alive[:, None] * jax.nn.one_hot(nearest, len(peaks)), 0)
+            counts = counts + jnp.sum(alive[:, None] * nearest_peak(chain.action, peaks), 0)
         ended = out.ended
         alive = alive * (1.0 - ended)
         return (state, ret, length, alive, counts), None
