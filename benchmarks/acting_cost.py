@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 from diffrl_jax.policies import (
     DiffusionPolicyConfig,
