@@ -12,19 +12,19 @@ import numpy as np
 
 from diffrl_jax.envs import list_envs, peaks_of
 from diffrl_jax.presets import apply_overrides, preset_overrides
-from diffrl_jax.training import off_policy
+from diffrl_jax.training import ALGOS, schedule_of, train, trainer_for
 
-ALGOS = off_policy.OFF_POLICY_ALGOS
+__all__ = ["ALGOS", "ProgressPrinter", "build_summary", "config_to_dict", "make_config",
+           "run_experiment"]
 
 
 def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | None = None,
-                **overrides: Any) -> off_policy.OffPolicyConfig:
+                **overrides: Any) -> Any:
     """The resolved config: algorithm defaults, then the (algo, env) preset, then overrides."""
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
+    trainer = trainer_for(algo)
     if env not in list_envs():
         raise ValueError(f"unknown environment {env!r}; allowed: {list_envs()}")
-    config = off_policy.OffPolicyConfig(algo=algo, env=env, backend=backend)
+    config = trainer.config_class(algo=algo, env=env, backend=backend)
     config = apply_overrides(config, preset_overrides(algo, env))
     if total_steps is not None:
         overrides = dict(overrides, total_env_steps=total_steps)
@@ -53,7 +53,7 @@ def run_experiment(algo: str, env: str, total_steps: int | None, num_seeds: int,
     if not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
     config = make_config(algo, env, backend, total_steps, **overrides)
-    sched = off_policy.schedule_of(config)
+    sched = schedule_of(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
@@ -64,7 +64,7 @@ def run_experiment(algo: str, env: str, total_steps: int | None, num_seeds: int,
             def report(metrics):
                 jax.debug.callback(printer.record, seed_index, metrics["env_steps"],
                                    metrics["eval_return"])
-            return off_policy.train(key, config, on_interval=report)[1]
+            return train(key, config, on_interval=report)[1]
 
         return jax.vmap(one)(keys, jnp.arange(num_seeds))
 

@@ -12,7 +12,7 @@ from diffrl_jax.experiment import run_experiment
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("algo", ["sac", "diffsac"])
+@pytest.mark.parametrize("algo", ["sac", "diffsac", "ppo", "diffppo"])
 def test_inverted_pendulum_reaches_800(algo, tmp_path):
     summary = run_experiment(algo, "brax/inverted_pendulum", None, 2, 0, tmp_path, progress=False)
     final = np.asarray(summary["final_eval_return"])
@@ -20,16 +20,18 @@ def test_inverted_pendulum_reaches_800(algo, tmp_path):
     assert summary["nonfinite_env_steps"] == [0, 0]
 
 
-def test_diffsac_keeps_both_bandit_modes(tmp_path):
-    summary = run_experiment("diffsac", "toy/bandit", None, 3, 0, tmp_path, progress=False)
+@pytest.mark.parametrize("algo", ["diffsac", "diffppo"])
+def test_diffusion_policy_keeps_both_bandit_modes(algo, tmp_path):
+    summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False)
     fractions = np.asarray(summary["mode_fractions"])
     assert fractions.shape == (3, 2)
     assert fractions.min() >= 0.25, fractions
     assert np.mean(summary["final_eval_return"]) > 0.45  # the actions sit on the peaks
 
 
-def test_sac_collapses_to_one_bandit_mode(tmp_path):
-    summary = run_experiment("sac", "toy/bandit", None, 3, 0, tmp_path, progress=False)
+@pytest.mark.parametrize("algo", ["sac", "ppo"])
+def test_gaussian_policy_collapses_to_one_bandit_mode(algo, tmp_path):
+    summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False)
     fractions = np.asarray(summary["mode_fractions"])
     assert np.all(fractions.max(-1) >= 0.9), fractions
     assert np.mean(summary["final_eval_return"]) > 0.8

@@ -6,10 +6,12 @@ from diffrl_jax.policies.diffusion import (
     make_diffusion_policy,
     prior_entropy_per_dim,
 )
+from diffrl_jax.policies.factory import POLICY_KINDS, make_policy
 from diffrl_jax.policies.gaussian import GaussianPolicyConfig, make_gaussian_policy
 from diffrl_jax.policies.schedules import SCHEDULES, step_schedule
 
 __all__ = [
+    "POLICY_KINDS",
     "SCHEDULES",
     "ChainSample",
     "DiffusionPolicyConfig",
@@ -18,6 +20,7 @@ __all__ = [
     "StepEval",
     "make_diffusion_policy",
     "make_gaussian_policy",
+    "make_policy",
     "prior_entropy_per_dim",
     "scan_chain",
     "step_schedule",

@@ -1,11 +1,63 @@
-"""Trainers: each run is one pure function train(key, config) -> (state, metrics)."""
+"""Trainers: each run is one pure function train(key, config) -> (state, metrics).
 
-from diffrl_jax.training.off_policy import (
-    OFF_POLICY_ALGOS,
-    OffPolicyConfig,
-    OffPolicyState,
-    schedule_of,
-    train,
-)
+`trainer_for(algo)` gives the config class, schedule and train function of an algorithm, so
+callers (the experiment command, sweeps) treat every algorithm alike.
+"""
 
-__all__ = ["OFF_POLICY_ALGOS", "OffPolicyConfig", "OffPolicyState", "schedule_of", "train"]
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from diffrl_jax.training import off_policy, on_policy
+from diffrl_jax.training.off_policy import OFF_POLICY_ALGOS, OffPolicyConfig, OffPolicyState
+from diffrl_jax.training.on_policy import ON_POLICY_ALGOS, OnPolicyConfig, OnPolicyState
+
+
+class Trainer(NamedTuple):
+    """config_class(algo=..., env=..., ...) -> config; schedule_of(config) -> dict with
+    "total_env_steps"; train(key, config, on_interval=None) -> (state, metrics)."""
+
+    config_class: type
+    schedule_of: Callable[[Any], dict[str, int]]
+    train: Callable[..., tuple[Any, dict[str, Any]]]
+
+
+TRAINERS: dict[str, Trainer] = {
+    **{algo: Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.train)
+       for algo in OFF_POLICY_ALGOS},
+    **{algo: Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.train)
+       for algo in ON_POLICY_ALGOS},
+}
+ALGOS = tuple(TRAINERS)
+
+
+def trainer_for(algo: str) -> Trainer:
+    """The trainer of `algo`; ValueError naming the allowed algorithms otherwise."""
+    if algo not in TRAINERS:
+        raise ValueError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
+    return TRAINERS[algo]
+
+
+def train(key: Any, config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None):
+    """Trains with the trainer of config.algo: train(key, config) -> (state, metrics), pure,
+    jit- and vmap-able (see `off_policy.train` and `on_policy.train`)."""
+    return trainer_for(config.algo).train(key, config, on_interval)
+
+
+def schedule_of(config: Any) -> dict[str, int]:
+    """The static loop lengths of config's trainer, including "total_env_steps"."""
+    return trainer_for(config.algo).schedule_of(config)
+
+__all__ = [
+    "ALGOS",
+    "OFF_POLICY_ALGOS",
+    "ON_POLICY_ALGOS",
+    "OffPolicyConfig",
+    "OffPolicyState",
+    "OnPolicyConfig",
+    "OnPolicyState",
+    "TRAINERS",
+    "Trainer",
+    "schedule_of",
+    "trainer_for",
+    "train",
+]

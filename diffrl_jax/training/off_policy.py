@@ -23,16 +23,11 @@ from flax import struct
 
 from diffrl_jax.algorithms.sac import sac_actor_objective, sac_critic_loss
 from diffrl_jax.buffers import ReplayBuffer, replay_add, replay_init, replay_sample
-from diffrl_jax.envs import EnvState, RunningStats, init_stats, make_env, normalize, update_stats
+from diffrl_jax.envs import EnvState, RunningStats, init_stats, make_env, update_stats
 from diffrl_jax.envs import peaks_of
 from diffrl_jax.networks.critic import EnsembleCritic
-from diffrl_jax.policies import (
-    DiffusionPolicyConfig,
-    GaussianPolicyConfig,
-    make_diffusion_policy,
-    make_gaussian_policy,
-)
-from diffrl_jax.training.evaluation import evaluate_policy
+from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig, make_policy
+from diffrl_jax.training.collection import StepCounters, interval_metrics, policy_obs, step_envs
 from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss, sampled_loss
 from diffrl_jax.transforms.damdp import DISCOUNT_MODES
 from diffrl_jax.transforms.diffusion_loss import ESTIMATORS
@@ -155,10 +150,8 @@ class OffPolicyState:
 def build(config: OffPolicyConfig):
     """The static pieces of a run: environment, policy, transform, critic, optimisers."""
     env = make_env(config.env, backend=config.backend, episode_length=config.episode_length)
-    if config.algo == "diffsac":
-        policy = make_diffusion_policy(env.obs_dim, env.action_dim, config.diffusion)
-    else:
-        policy = make_gaussian_policy(env.obs_dim, env.action_dim, config.gaussian)
+    kind = "diffusion" if config.algo == "diffsac" else "gaussian"
+    policy = make_policy(kind, env.obs_dim, env.action_dim, config.diffusion, config.gaussian)
     transform = make_diffusion_loss(policy, config.discount_mode, config.estimator)
     critic = EnsembleCritic(
         hidden_sizes=config.critic_hidden, num_critics=2, layer_norm=config.critic_layer_norm
@@ -193,7 +186,7 @@ def train(
     target_entropy = transform.target_entropy(config.target_entropy_multiplier)
 
     def norm(stats: RunningStats, obs: Array) -> Array:
-        return normalize(stats, obs) if config.normalize_obs else obs
+        return policy_obs(stats, obs, config.normalize_obs)
 
     # ---- initial state -----------------------------------------------------------------
     key, pkey, ckey, ekey, rkey = jax.random.split(key, 5)
@@ -237,38 +230,21 @@ def train(
     )
 
     # ---- one vectorised environment step ----------------------------------------------
-    def collect(ts: OffPolicyState) -> tuple[OffPolicyState, dict[str, Array]]:
-        key, act_key, prior_key = jax.random.split(ts.key, 3)
-        raw_obs = ts.env_state.obs
-        chain = transform.act(ts.policy_params, norm(ts.obs_stats, raw_obs), act_key)
-        env_state, out = env.step(ts.env_state, chain.action)
-        item = ChainTransition(
-            obs=raw_obs,
-            latents=chain.latents,
-            log_ratios=chain.log_ratios,
-            log_probs=chain.log_probs,
-            reward=out.reward,
-            terminated=out.terminated,
-            truncated=out.truncated,
-            next_obs=out.next_obs,
-            next_prior_latent=policy.sample_prior(prior_key, (N,)),
+    def collect(ts: OffPolicyState) -> tuple[OffPolicyState, StepCounters]:
+        key, step_key = jax.random.split(ts.key)
+        env_state, item, episode_return, counters = step_envs(
+            env, transform, ts.policy_params, ts.env_state, ts.obs_stats, ts.episode_return,
+            step_key, config.normalize_obs,
         )
-        ended = out.ended
-        episode_return = ts.episode_return + out.reward
-        metrics = {
-            "train_return_sum": jnp.sum(ended * episode_return),
-            "train_episodes": jnp.sum(ended),
-            "nonfinite_env_steps": jnp.sum(out.nonfinite),
-        }
         ts = ts.replace(
             buffer=replay_add(ts.buffer, item),
             env_state=env_state,
-            obs_stats=update_stats(ts.obs_stats, raw_obs) if config.normalize_obs else ts.obs_stats,
-            episode_return=episode_return * (1.0 - ended),
+            obs_stats=update_stats(ts.obs_stats, item.obs) if config.normalize_obs else ts.obs_stats,
+            episode_return=episode_return,
             key=key,
             env_steps=ts.env_steps + N,
         )
-        return ts, metrics
+        return ts, counters
 
     # ---- one gradient update ------------------------------------------------------------
     actor_loss_fn = sampled_loss(transform, sac_actor_objective)
@@ -329,37 +305,26 @@ def train(
         return ts, metrics
 
     def train_iteration(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:
-        ts, collect_metrics = collect(ts)
+        ts, counters = collect(ts)
         key, update_key = jax.random.split(ts.key)
         ts = ts.replace(key=key)
         ts, update_metrics = jax.lax.scan(
             update, ts, jax.random.split(update_key, config.updates_per_step)
         )
         update_metrics = jax.tree.map(jnp.mean, update_metrics)
-        return ts, (collect_metrics, update_metrics)
+        return ts, (counters, update_metrics)
 
     def interval(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:
-        ts, (collect_metrics, update_metrics) = jax.lax.scan(
+        ts, (counters, update_metrics) = jax.lax.scan(
             train_iteration, ts, None, length=sched["iters_per_eval"]
         )
-        key, stoch_key, det_key = jax.random.split(ts.key, 3)
+        key, eval_key = jax.random.split(ts.key)
         ts = ts.replace(key=key)
-        stochastic = evaluate_policy(env, transform, ts.policy_params, ts.obs_stats, stoch_key,
-                                     config.num_eval_envs, False, peaks, config.normalize_obs)
-        deterministic = evaluate_policy(env, transform, ts.policy_params, ts.obs_stats, det_key,
-                                        config.num_eval_envs, True, peaks, config.normalize_obs)
-        episodes = jnp.sum(collect_metrics["train_episodes"])
-        metrics = {
-            "env_steps": ts.env_steps,
-            "eval_return": jnp.mean(stochastic.returns),
-            "eval_return_deterministic": jnp.mean(deterministic.returns),
-            "eval_length": jnp.mean(stochastic.lengths),
-            "eval_mode_counts": stochastic.mode_counts,
-            "train_return": jnp.sum(collect_metrics["train_return_sum"]) / jnp.maximum(episodes, 1.0),
-            "train_episodes": episodes,
-            "nonfinite_env_steps": jnp.sum(collect_metrics["nonfinite_env_steps"]),
-            **jax.tree.map(jnp.mean, update_metrics),
-        }
+        metrics = interval_metrics(
+            env, transform, ts.policy_params, ts.obs_stats, eval_key, config.num_eval_envs,
+            config.normalize_obs, peaks, ts.env_steps, counters,
+        )
+        metrics.update(jax.tree.map(jnp.mean, update_metrics))
         if on_interval is not None:
             on_interval(metrics)
         return ts, metrics

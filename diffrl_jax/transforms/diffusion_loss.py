@@ -67,6 +67,8 @@ class DiffusionLoss(NamedTuple):
     critic_input(state, action) -> [..., F], the critic's input for (s~, x_{k+1})
     state_input(state) -> [..., F_s], a state-value critic's input for s~
     entropy(terms) -> H_hat = prior_entropy - (K / terms.num_steps) * mean(log_ratio)
+    chain_entropy(log_ratios [..., K]) -> H_hat of stored whole chains of the current policy,
+        prior_entropy - mean over [...] of sum_k l_k (an on-policy rollout's chains)
     temperature_loss(log_alpha, entropy, target_entropy) -> alpha * sg(entropy - target)
     target_entropy(multiplier) -> prior_entropy - multiplier * A: the authors' target -m*A
         on their estimate (which omits H(prior)), shifted onto ours. With the diffusion
@@ -89,6 +91,7 @@ class DiffusionLoss(NamedTuple):
     critic_input: Callable[[AugmentedState, Array], Array]
     state_input: Callable[[AugmentedState], Array]
     entropy: Callable[[PolicyTerms], Array]
+    chain_entropy: Callable[[Array], Array]
     temperature_loss: Callable[[Array, Array, Array | float], Array]
     target_entropy: Callable[[float], float]
 
@@ -185,6 +188,11 @@ def make_diffusion_loss(
     def entropy(terms: PolicyTerms) -> Array:
         return policy.prior_entropy - (K / terms.num_steps) * jnp.mean(terms.log_ratio)
 
+    def chain_entropy(log_ratios: Array) -> Array:
+        if log_ratios.ndim < 1 or log_ratios.shape[-1] != K:
+            raise ValueError(f"log_ratios must have shape [..., K = {K}], got {log_ratios.shape}")
+        return policy.prior_entropy - jnp.mean(jnp.sum(log_ratios, axis=-1))
+
     def temperature_loss(log_alpha: Array, entropy: Array, target_entropy: Array | float) -> Array:
         return jnp.exp(log_alpha) * jax.lax.stop_gradient(entropy - target_entropy)
 
@@ -207,6 +215,7 @@ def make_diffusion_loss(
         critic_input=critic_input,
         state_input=state_input,
         entropy=entropy,
+        chain_entropy=chain_entropy,
         temperature_loss=temperature_loss,
         target_entropy=target_entropy,
     )
