@@ -3,7 +3,8 @@
     python experiments/train.py --algo diffsac --env brax/inverted_pendulum \
         --total-steps 20000 --num-seeds 2 --seed 0 --out runs/diffsac_pendulum
 
-Prints progress per evaluation interval and writes OUT/summary.json.
+--algo is one of sac, diffsac, ppo, diffppo; every (algorithm, environment) pair has a preset
+(diffrl_jax/presets.py). Prints progress per evaluation interval and writes OUT/summary.json.
 """
 
 import argparse

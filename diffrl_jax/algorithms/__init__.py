@@ -1,5 +1,13 @@
 """Algorithm losses written against `PolicyTerms`: policy-agnostic by construction."""
 
+from diffrl_jax.algorithms.ppo import PPOBatch, gae, normalize_advantages, ppo_loss
 from diffrl_jax.algorithms.sac import sac_actor_objective, sac_critic_loss
 
-__all__ = ["sac_actor_objective", "sac_critic_loss"]
+__all__ = [
+    "PPOBatch",
+    "gae",
+    "normalize_advantages",
+    "ppo_loss",
+    "sac_actor_objective",
+    "sac_critic_loss",
+]
