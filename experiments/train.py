@@ -3,7 +3,7 @@
     python experiments/train.py --algo diffsac --env brax/inverted_pendulum \
         --total-steps 20000 --num-seeds 2 --seed 0 --out runs/diffsac_pendulum
 
---algo is one of sac, diffsac, ppo, diffppo; every (algorithm, environment) pair has a preset
+--algo is one of sac, diffsac, wpo, diffwpo, ppo, diffppo; every (algorithm, environment) pair has a preset
 (diffrl_jax/presets.py). Prints progress per evaluation interval and writes OUT/summary.json.
 """
 

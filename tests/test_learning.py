@@ -12,7 +12,7 @@ from diffrl_jax.experiment import run_experiment
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("algo", ["sac", "diffsac", "ppo", "diffppo"])
+@pytest.mark.parametrize("algo", ["sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo"])
 def test_inverted_pendulum_reaches_800(algo, tmp_path):
     summary = run_experiment(algo, "brax/inverted_pendulum", None, 2, 0, tmp_path, progress=False)
     final = np.asarray(summary["final_eval_return"])
@@ -20,7 +20,7 @@ def test_inverted_pendulum_reaches_800(algo, tmp_path):
     assert summary["nonfinite_env_steps"] == [0, 0]
 
 
-@pytest.mark.parametrize("algo", ["diffsac", "diffppo"])
+@pytest.mark.parametrize("algo", ["diffsac", "diffwpo", "diffppo"])
 def test_diffusion_policy_keeps_both_bandit_modes(algo, tmp_path):
     summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False)
     fractions = np.asarray(summary["mode_fractions"])
@@ -29,7 +29,7 @@ def test_diffusion_policy_keeps_both_bandit_modes(algo, tmp_path):
     assert np.mean(summary["final_eval_return"]) > 0.45  # the actions sit on the peaks
 
 
-@pytest.mark.parametrize("algo", ["sac", "ppo"])
+@pytest.mark.parametrize("algo", ["sac", "wpo", "ppo"])
 def test_gaussian_policy_collapses_to_one_bandit_mode(algo, tmp_path):
     summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False)
     fractions = np.asarray(summary["mode_fractions"])

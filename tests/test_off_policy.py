@@ -87,3 +87,37 @@ def test_readme_sweep_example_runs():
     plain = namespace["metrics"]["eval_return"]
     np.testing.assert_allclose(grid[:4, 0], plain[:, 0], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grid[:4], plain, atol=0.05)
+
+
+def test_wpo_state_keeps_a_target_policy_and_a_kl_multiplier():
+    config = tiny_config("diffwpo", num_action_samples=2, kl_bound=1e-4, init_kl_coef=0.5,
+                         kl_coef_lr=0.05)
+    state, metrics = jax.jit(lambda k: train(k, config))(jax.random.PRNGKey(0))
+    for name in ("kl", "kl_coef", "action_grad_q_norm", "actor_loss", "entropy", "alpha"):
+        assert metrics[name].shape == (config.num_evals,) and np.all(np.isfinite(metrics[name]))
+    # a bound far below the KL the updates produce drives the multiplier up
+    assert float(np.exp(state.log_kl_coef)) > 0.5
+    assert np.max(metrics["kl"]) > 1e-4
+    # the target follows the policy but lags it
+    lag = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+           zip(jax.tree.leaves(state.policy_params), jax.tree.leaves(state.target_policy_params))]
+    assert 0 < max(lag)
+    sac_state, _ = jax.jit(lambda k: train(k, tiny_config("sac")))(jax.random.PRNGKey(0))
+    assert sac_state.target_policy_params is None and sac_state.log_kl_coef is None
+
+
+def test_fixed_temperature_stays_put_and_may_be_zero():
+    config = tiny_config("wpo", learn_alpha=False, init_alpha=0.0, natural_gradient=True)
+    state, metrics = jax.jit(lambda k: train(k, config))(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(metrics["alpha"], 0.0)
+    learned = tiny_config("sac", init_alpha=0.5, alpha_lr=0.01)
+    _, metrics = jax.jit(lambda k: train(k, learned))(jax.random.PRNGKey(0))
+    assert not np.allclose(metrics["alpha"], 0.5)
+    with pytest.raises(ConfigError, match="OffPolicyConfig.init_alpha must be a finite number > 0"):
+        tiny_config("sac", init_alpha=0.0)
+    with pytest.raises(ConfigError, match="OffPolicyConfig.init_alpha must be a finite number >= 0"):
+        tiny_config("wpo", learn_alpha=False, init_alpha=-1.0)
+    with pytest.raises(ConfigError, match="OffPolicyConfig.num_action_samples"):
+        tiny_config("wpo", num_action_samples=0)
+    with pytest.raises(ConfigError, match="OffPolicyConfig.natural_gradient must be a bool"):
+        tiny_config("wpo", natural_gradient=1)

@@ -2,6 +2,13 @@
 
 from diffrl_jax.algorithms.ppo import PPOBatch, gae, normalize_advantages, ppo_loss
 from diffrl_jax.algorithms.sac import sac_actor_objective, sac_critic_loss
+from diffrl_jax.algorithms.wpo import (
+    kernel_kl,
+    kl_coef_loss,
+    wpo_actor_loss,
+    wpo_gradients,
+    wpo_surrogate,
+)
 
 __all__ = [
     "PPOBatch",
@@ -10,4 +17,9 @@ __all__ = [
     "ppo_loss",
     "sac_actor_objective",
     "sac_critic_loss",
+    "kernel_kl",
+    "kl_coef_loss",
+    "wpo_actor_loss",
+    "wpo_gradients",
+    "wpo_surrogate",
 ]

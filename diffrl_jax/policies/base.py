@@ -62,7 +62,11 @@ class Policy(NamedTuple):
     sample_prior(key, batch_shape) -> x_0 [*batch_shape, A].
     sample_step(params, obs, latent, step, key, deterministic) -> (next_latent, StepEval);
         reparameterised: next_latent is differentiable in params.
-    evaluate(params, obs, latent, step, next_latent) -> StepEval, for any given transition.
+    evaluate(params, obs, latent, step, next_latent, natural_gradient=False) -> StepEval, for
+        any given transition. natural_gradient preconditions the gradients that reach the
+        step kernel's mean and scale by the inverse Fisher of that Gaussian (values unchanged).
+    kernel(params, obs, latent, step) -> (mean, std) [..., A] of the Gaussian step kernel
+        p_theta(. | x_k, s, k) in pre-squash space (analytic KLs between policies).
     sample_chain(params, obs, key, deterministic) -> ChainSample; lax.scan over K steps.
     squash(latent) -> action in (-1, 1).
     state_features(obs, latent, step) -> [..., F_s], the augmented state as a critic input.
@@ -78,6 +82,7 @@ class Policy(NamedTuple):
     sample_step: Callable[..., tuple[Array, StepEval]]
     evaluate: Callable[[Params, Array, Array, Array, Array], StepEval]
     sample_chain: Callable[..., ChainSample]
+    kernel: Callable[[Params, Array, Array, Array], tuple[Array, Array]]
     squash: Callable[[Array], Array]
     state_features: Callable[[Array, Array, Array], Array]
     features: Callable[[Array, Array, Array, Array], Array]

@@ -24,6 +24,7 @@ from diffrl_jax.policies.kernels import (
     diag_gaussian_log_density,
     inverse_softplus,
     langevin_mean,
+    scale_gradient,
 )
 from diffrl_jax.policies.schedules import SCHEDULES, step_schedule
 from diffrl_jax.policies.squash import tanh_log_det, tanh_squash
@@ -148,8 +149,13 @@ def make_diffusion_policy(
         mean = langevin_mean(latent, eta, drift, prior_var)
         return mean, jnp.broadcast_to(2.0 * eta, mean.shape), eta
 
-    def step_eval(params, obs, latent, step, next_latent, mean_p, var, eta) -> StepEval:
-        log_prob = diag_gaussian_log_density(next_latent, mean_p, var)
+    def step_eval(params, obs, latent, step, next_latent, mean_p, var, eta,
+                  natural_gradient: bool = False) -> StepEval:
+        if natural_gradient:  # inverse Fisher of N(mean, var) in (mean, var): (var, 2 var^2)
+            log_prob = diag_gaussian_log_density(
+                next_latent, scale_gradient(mean_p, var), scale_gradient(var, 2.0 * jnp.square(var)))
+        else:
+            log_prob = diag_gaussian_log_density(next_latent, mean_p, var)
         if cfg.learn_noising_drift:
             back_drift = noising.apply(params["noising_drift"], next_latent, obs, step)
         else:
@@ -160,13 +166,25 @@ def make_diffusion_policy(
             log_noising = log_noising + jnp.where(step == K - 1, tanh_log_det(next_latent), 0.0)
         return StepEval(log_prob=log_prob, log_noising=log_noising, log_ratio=log_prob - log_noising)
 
-    def evaluate(params: Params, obs: Array, latent: Array, step: Array, next_latent: Array) -> StepEval:
-        """Log-densities of a given transition (s, x_k, k) -> x_{k+1}; all [...]."""
+    def evaluate(
+        params: Params, obs: Array, latent: Array, step: Array, next_latent: Array,
+        natural_gradient: bool = False,
+    ) -> StepEval:
+        """Log-densities of a given transition (s, x_k, k) -> x_{k+1}; all [...].
+
+        natural_gradient: gradients reaching the denoising kernel's mean and variance in
+        log p are scaled by var and 2 var^2 (its inverse Fisher); log q is unchanged."""
         check_step_inputs(obs, latent, step, A, obs_dim)
         if next_latent.shape[-1:] != (A,):
             raise ValueError(f"next_latent must have shape [..., {A}], got {next_latent.shape}")
         mean, var, eta = denoising_kernel(params, obs, latent, step)
-        return step_eval(params, obs, latent, step, next_latent, mean, var, eta)
+        return step_eval(params, obs, latent, step, next_latent, mean, var, eta, natural_gradient)
+
+    def kernel(params: Params, obs: Array, latent: Array, step: Array) -> tuple[Array, Array]:
+        """(mean, std) of p_theta(. | x_k, s, k): [..., A] each."""
+        check_step_inputs(obs, latent, step, A, obs_dim)
+        mean, var, _ = denoising_kernel(params, obs, latent, step)
+        return mean, jnp.sqrt(var)
 
     def sample_step(
         params: Params, obs: Array, latent: Array, step: Array, key: PRNGKey,
@@ -218,6 +236,7 @@ def make_diffusion_policy(
         sample_step=sample_step,
         evaluate=evaluate,
         sample_chain=sample_chain,
+        kernel=kernel,
         squash=squash,
         state_features=state_features,
         features=features,

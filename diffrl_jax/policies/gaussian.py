@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from diffrl_jax.networks.activations import ACTIVATIONS
 from diffrl_jax.networks.mlp import MLP
 from diffrl_jax.policies.base import Policy, StepEval, check_step_inputs, scan_chain
-from diffrl_jax.policies.kernels import diag_gaussian_log_density
+from diffrl_jax.policies.kernels import diag_gaussian_log_density, scale_gradient
 from diffrl_jax.policies.squash import tanh_log_det, tanh_squash
 from diffrl_jax.types import Array, Params, PRNGKey
 from diffrl_jax.validation import (
@@ -67,13 +67,28 @@ def make_gaussian_policy(
         log_prob = diag_gaussian_log_density(u, mean, jnp.square(std)) - tanh_log_det(u)
         return StepEval(log_prob=log_prob, log_noising=jnp.zeros_like(log_prob), log_ratio=log_prob)
 
-    def evaluate(params: Params, obs: Array, latent: Array, step: Array, next_latent: Array) -> StepEval:
-        """log pi(tanh(u) | s) for u = next_latent; latent and step are ignored (K = 1)."""
+    def evaluate(
+        params: Params, obs: Array, latent: Array, step: Array, next_latent: Array,
+        natural_gradient: bool = False,
+    ) -> StepEval:
+        """log pi(tanh(u) | s) for u = next_latent; latent and step are ignored (K = 1).
+
+        natural_gradient: gradients reaching mu are scaled by sigma^2 and those reaching sigma
+        by sigma^2 / 2, the inverse Fisher of N(mu, sigma^2) in (mu, sigma)."""
         check_step_inputs(obs, latent, step, A, obs_dim)
         if next_latent.shape[-1:] != (A,):
             raise ValueError(f"next_latent must have shape [..., {A}], got {next_latent.shape}")
         mean, std = distribution(params, obs)
+        if natural_gradient:
+            var = jnp.square(std)
+            mean, std = scale_gradient(mean, var), scale_gradient(std, 0.5 * var)
         return log_pi(next_latent, mean, std)
+
+    def kernel(params: Params, obs: Array, latent: Array, step: Array) -> tuple[Array, Array]:
+        """(mu, sigma) of the pre-squash Gaussian, broadcast to the batch: [..., A] each."""
+        mean, std = distribution(params, obs)
+        batch = jnp.broadcast_shapes(obs.shape[:-1], latent.shape[:-1], step.shape)
+        return jnp.broadcast_to(mean, batch + (A,)), jnp.broadcast_to(std, batch + (A,))
 
     def sample_step(
         params: Params, obs: Array, latent: Array, step: Array, key: PRNGKey,
@@ -122,6 +137,7 @@ def make_gaussian_policy(
         sample_step=sample_step,
         evaluate=evaluate,
         sample_chain=sample_chain,
+        kernel=kernel,
         squash=squash,
         state_features=state_features,
         features=features,

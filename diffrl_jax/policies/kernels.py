@@ -29,6 +29,20 @@ def gaussian_entropy(var: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.log(2.0 * math.pi * math.e * var), axis=-1)
 
 
+def diag_gaussian_kl(mean0: jax.Array, std0: jax.Array, mean1: jax.Array, std1: jax.Array) -> jax.Array:
+    """KL(N(mean0, diag(std0^2)) || N(mean1, diag(std1^2))), summed over the last axis.
+    [..., A] -> [...]."""
+    var0, var1 = jnp.square(std0), jnp.square(std1)
+    return jnp.sum(jnp.log(std1 / std0) + (var0 + jnp.square(mean0 - mean1)) / (2.0 * var1) - 0.5,
+                   axis=-1)
+
+
+def scale_gradient(x: jax.Array, scale: jax.Array) -> jax.Array:
+    """Identity in value; multiplies the gradient flowing back into x by stop_gradient(scale)."""
+    scale = jax.lax.stop_gradient(scale)
+    return jax.lax.stop_gradient(x) + scale * (x - jax.lax.stop_gradient(x))
+
+
 def inverse_softplus(y: float) -> float:
     """x with softplus(x) = y, for y > 0."""
     return float(y + math.log(-math.expm1(-y)))

@@ -85,11 +85,9 @@ def interval_metrics(
 
     counters: the interval's StepCounters stacked over its steps (any leading shape).
     """
-    stoch_key, det_key = jax.random.split(key)
-    stochastic = evaluate_policy(env, transform, params, obs_stats, stoch_key, num_eval_envs,
-                                 False, peaks, normalize_obs)
-    deterministic = evaluate_policy(env, transform, params, obs_stats, det_key, num_eval_envs,
-                                    True, peaks, normalize_obs)
+    stochastic, deterministic = evaluate_policy(
+        env, transform, params, obs_stats, key, num_eval_envs, peaks, normalize_obs
+    )
     episodes = jnp.sum(counters.train_episodes)
     return {
         "env_steps": env_steps,

@@ -29,34 +29,36 @@ def evaluate_policy(
     obs_stats: RunningStats,
     key: PRNGKey,
     num_envs: int,
-    deterministic: bool,
     peaks: Sequence[float] = (),
     normalize_obs: bool = True,
-) -> EvalResult:
-    """Runs one episode in each of num_envs fresh environments and scores it."""
+) -> tuple[EvalResult, EvalResult]:
+    """Runs one episode in each of 2 * num_envs fresh environments: the first num_envs act
+    with the stochastic policy, the others with the deterministic one (x_0 = 0, kernel
+    means). One batched environment step serves both, so the environment's step function is
+    compiled once for evaluation. Returns (stochastic, deterministic) results."""
     reset_key, act_key = jax.random.split(key)
-    state = env.reset(reset_key, num_envs)
+    state = env.reset(reset_key, 2 * num_envs)
 
     def body(carry, step_key):
         state, ret, length, alive, counts = carry
         obs = normalize(obs_stats, state.obs) if normalize_obs else state.obs
-        chain = transform.act(params, obs, step_key, deterministic)
-        state, out = env.step(state, chain.action)
+        stochastic = transform.act(params, obs[:num_envs], step_key, False).action
+        deterministic = transform.act(params, obs[num_envs:], step_key, True).action
+        action = jnp.concatenate([stochastic, deterministic], axis=0)
+        state, out = env.step(state, action)
         ret = ret + alive * out.reward
         length = length + alive
         if len(peaks):
-            counts = counts + jnp.sum(alive[:, None] * nearest_peak(chain.action, peaks), 0)
-        ended = out.ended
-        alive = alive * (1.0 - ended)
+            counts = counts + alive[:, None] * nearest_peak(action, peaks)
+        alive = alive * (1.0 - out.ended)
         return (state, ret, length, alive, counts), None
 
-    init = (
-        state,
-        jnp.zeros(num_envs),
-        jnp.zeros(num_envs),
-        jnp.ones(num_envs),
-        jnp.zeros(len(peaks)),
-    )
+    n = 2 * num_envs
+    init = (state, jnp.zeros(n), jnp.zeros(n), jnp.ones(n), jnp.zeros((n, len(peaks))))
     keys = jax.random.split(act_key, env.episode_length)
     (_, ret, length, _, counts), _ = jax.lax.scan(body, init, keys)
-    return EvalResult(returns=ret, lengths=length, mode_counts=counts)
+
+    def result(part: slice) -> EvalResult:
+        return EvalResult(returns=ret[part], lengths=length[part], mode_counts=jnp.sum(counts[part], 0))
+
+    return result(slice(0, num_envs)), result(slice(num_envs, n))

@@ -1,4 +1,4 @@
-"""The off-policy trainer (SAC and DiffSAC): one pure `train(key, config)` under one jit.
+"""The off-policy trainer (SAC, DiffSAC, WPO, DiffWPO): one pure `train(key, config)` under one jit.
 
 Structure (all lax.scan, static shapes):
   prefill:   ceil(learning_starts / num_envs) collection steps, no updates
@@ -9,7 +9,8 @@ Metrics are reduced (averaged) per interval inside the scan, never stacked per s
 Replay holds one `ChainTransition` per environment step (raw observations, the whole chain);
 each gradient update samples batch_size of them, picks k ~ U{0..K-1} per sample and turns
 them into DA-MDP transitions with the shared transform. SAC is this trainer with the
-Gaussian policy (K = 1).
+Gaussian policy (K = 1). WPO and DiffWPO share the critic, replay and temperature and replace
+the actor loss by the Wasserstein policy update (algorithms/wpo.py).
 """
 
 import math
@@ -22,6 +23,7 @@ import optax
 from flax import struct
 
 from diffrl_jax.algorithms.sac import sac_actor_objective, sac_critic_loss
+from diffrl_jax.algorithms.wpo import kl_coef_loss, wpo_actor_loss
 from diffrl_jax.buffers import ReplayBuffer, replay_add, replay_init, replay_sample
 from diffrl_jax.envs import EnvState, RunningStats, init_stats, make_env, update_stats
 from diffrl_jax.envs import peaks_of
@@ -34,6 +36,7 @@ from diffrl_jax.transforms.diffusion_loss import ESTIMATORS
 from diffrl_jax.types import Array, Params, PRNGKey
 from diffrl_jax.validation import (
     ConfigError,
+    require_bool,
     require_choice,
     require_int_at_least,
     require_in_range,
@@ -41,7 +44,9 @@ from diffrl_jax.validation import (
     require_positive,
 )
 
-OFF_POLICY_ALGOS = ("sac", "diffsac")
+OFF_POLICY_ALGOS = ("sac", "diffsac", "wpo", "diffwpo")
+DIFFUSION_ALGOS = ("diffsac", "diffwpo")
+WPO_ALGOS = ("wpo", "diffwpo")
 
 static = lambda default: struct.field(pytree_node=False, default=default)  # noqa: E731
 
@@ -76,6 +81,9 @@ class OffPolicyConfig:
     gaussian: GaussianPolicyConfig = static(GaussianPolicyConfig())
     estimator: str = static("per_step")
     discount_mode: str = static("env")
+    learn_alpha: bool = static(True)
+    num_action_samples: int = static(4)
+    natural_gradient: bool = static(False)
     # traced hyperparameters
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -86,25 +94,37 @@ class OffPolicyConfig:
     init_alpha: float = 1.0
     reward_scale: float = 1.0
     max_grad_norm: float = 1e6
+    kl_bound: float = 0.02
+    init_kl_coef: float = 1.0
+    kl_coef_lr: float = 1e-3
+    policy_tau: float = 0.005
 
     def validate(self) -> "OffPolicyConfig":
         """Checks the static fields; raises ConfigError naming the field."""
         o = "OffPolicyConfig"
         require_choice(o, "algo", self.algo, OFF_POLICY_ALGOS)
         for name in ("total_env_steps", "num_envs", "num_evals", "batch_size",
-                     "updates_per_step", "buffer_size", "num_eval_envs"):
+                     "updates_per_step", "buffer_size", "num_eval_envs", "num_action_samples"):
             require_int_at_least(o, name, getattr(self, name), 1)
         require_int_at_least(o, "learning_starts", self.learning_starts, 0)
         require_layer_sizes(o, "critic_hidden", self.critic_hidden)
         require_choice(o, "estimator", self.estimator, ESTIMATORS)
         require_choice(o, "discount_mode", self.discount_mode, DISCOUNT_MODES)
-        for name, low, high in (("discount", 0.0, 1.0), ("tau", 0.0, 1.0)):
+        for name in ("learn_alpha", "natural_gradient", "critic_layer_norm", "normalize_obs"):
+            require_bool(o, name, getattr(self, name))
+        for name, low, high in (("discount", 0.0, 1.0), ("tau", 0.0, 1.0), ("policy_tau", 0.0, 1.0)):
             value = getattr(self, name)
             if isinstance(value, (int, float)):  # traced or batched values are checked by the caller
                 require_in_range(o, name, value, low, high, closed=True)
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "max_grad_norm"):
+        positive = ["actor_lr", "critic_lr", "alpha_lr", "max_grad_norm", "kl_bound",
+                    "init_kl_coef", "kl_coef_lr"]
+        if self.learn_alpha:
+            positive.append("init_alpha")
+        elif _is_plain_number(self.init_alpha) and not (0 <= self.init_alpha < float("inf")):
+            raise ConfigError(f"{o}.init_alpha must be a finite number >= 0, got {self.init_alpha!r}")
+        for name in positive:
             value = getattr(self, name)
-            if isinstance(value, (int, float)):
+            if _is_plain_number(value):
                 require_positive(o, name, value)
         if self.buffer_size < self.num_envs:
             raise ConfigError(f"{o}.buffer_size ({self.buffer_size}) must be >= num_envs ({self.num_envs})")
@@ -116,6 +136,10 @@ class OffPolicyConfig:
                 f"intervals of num_envs={self.num_envs}"
             )
         return self
+
+
+def _is_plain_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def schedule_of(config: OffPolicyConfig) -> dict[str, int]:
@@ -138,6 +162,10 @@ class OffPolicyState:
     policy_opt_state: Any
     critic_opt_state: Any
     alpha_opt_state: Any
+    # WPO / DiffWPO only (None otherwise): the KL target policy and the KL multiplier
+    target_policy_params: Params | None
+    log_kl_coef: Array | None
+    kl_coef_opt_state: Any
     buffer: ReplayBuffer
     env_state: EnvState
     obs_stats: RunningStats
@@ -150,7 +178,7 @@ class OffPolicyState:
 def build(config: OffPolicyConfig):
     """The static pieces of a run: environment, policy, transform, critic, optimisers."""
     env = make_env(config.env, backend=config.backend, episode_length=config.episode_length)
-    kind = "diffusion" if config.algo == "diffsac" else "gaussian"
+    kind = "diffusion" if config.algo in DIFFUSION_ALGOS else "gaussian"
     policy = make_policy(kind, env.obs_dim, env.action_dim, config.diffusion, config.gaussian)
     transform = make_diffusion_loss(policy, config.discount_mode, config.estimator)
     critic = EnsembleCritic(
@@ -183,6 +211,8 @@ def train(
     policy_opt = _optimizer(config.actor_lr, config.max_grad_norm)
     critic_opt = _optimizer(config.critic_lr, config.max_grad_norm)
     alpha_opt = optax.adam(config.alpha_lr)
+    kl_coef_opt = optax.adam(config.kl_coef_lr)
+    is_wpo = config.algo in WPO_ALGOS
     target_entropy = transform.target_entropy(config.target_entropy_multiplier)
 
     def norm(stats: RunningStats, obs: Array) -> Array:
@@ -200,7 +230,9 @@ def train(
         jnp.zeros((1, env.action_dim)),
     )
     critic_params = critic.init(ckey, critic_input)
-    log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
+    # finite even for a fixed alpha of 0 (then unused: alpha is read from the config)
+    log_alpha = jnp.log(jnp.maximum(jnp.asarray(config.init_alpha, jnp.float32), 1e-30))
+    log_kl_coef = jnp.log(jnp.asarray(config.init_kl_coef, jnp.float32)) if is_wpo else None
     example = ChainTransition(
         obs=jnp.zeros(env.obs_dim),
         latents=jnp.zeros((K + 1, env.action_dim)),
@@ -220,6 +252,9 @@ def train(
         policy_opt_state=policy_opt.init(policy_params),
         critic_opt_state=critic_opt.init(critic_params),
         alpha_opt_state=alpha_opt.init(log_alpha),
+        target_policy_params=policy_params if is_wpo else None,
+        log_kl_coef=log_kl_coef,
+        kl_coef_opt_state=kl_coef_opt.init(log_kl_coef) if is_wpo else None,
         buffer=replay_init(example, config.buffer_size),
         env_state=env.reset(ekey, N),
         obs_stats=init_stats(env.obs_dim),
@@ -259,7 +294,7 @@ def train(
             next_state=batch.next_state.replace(obs=norm(ts.obs_stats, batch.next_state.obs)),
             reward=batch.reward * config.reward_scale,
         )
-        alpha = jnp.exp(ts.log_alpha)
+        alpha = jnp.exp(ts.log_alpha) if config.learn_alpha else jnp.asarray(config.init_alpha, jnp.float32)
 
         (_, critic_metrics), critic_grads = jax.value_and_grad(sac_critic_loss, has_aux=True)(
             ts.critic_params, ts.target_critic_params, ts.policy_params, batch, alpha,
@@ -268,11 +303,30 @@ def train(
         updates, critic_opt_state = critic_opt.update(critic_grads, ts.critic_opt_state)
         critic_params = optax.apply_updates(ts.critic_params, updates)
 
-        (actor_loss, terms), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-            ts.policy_params, batch.state, actor_key, alpha, critic_params, critic.apply
-        )
+        extra = {}
+        if is_wpo:
+            kl_coef = jnp.exp(ts.log_kl_coef)
+            (_, actor_metrics), actor_grads = jax.value_and_grad(wpo_actor_loss, has_aux=True)(
+                ts.policy_params, ts.target_policy_params, batch.state, actor_key, alpha, kl_coef,
+                critic_params, critic.apply, transform, config.num_action_samples,
+                config.natural_gradient,
+            )
+            kl_grad = jax.grad(kl_coef_loss)(ts.log_kl_coef, actor_metrics["kl"], config.kl_bound)
+            updates, kl_coef_opt_state = kl_coef_opt.update(kl_grad, ts.kl_coef_opt_state)
+            extra = dict(log_kl_coef=optax.apply_updates(ts.log_kl_coef, updates),
+                         kl_coef_opt_state=kl_coef_opt_state)
+            actor_metrics = dict(actor_metrics, kl_coef=kl_coef)
+        else:
+            (actor_loss, terms), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+                ts.policy_params, batch.state, actor_key, alpha, critic_params, critic.apply
+            )
+            actor_metrics = {"actor_loss": actor_loss, "step_log_ratio": jnp.mean(terms.log_ratio)}
         updates, policy_opt_state = policy_opt.update(actor_grads, ts.policy_opt_state)
         policy_params = optax.apply_updates(ts.policy_params, updates)
+        if is_wpo:
+            extra["target_policy_params"] = optax.incremental_update(
+                policy_params, ts.target_policy_params, config.policy_tau
+            )
 
         # H_hat bounds the entropy of the *current* policy only along its own chains, so the
         # temperature sees whole fresh chains at the batch's observations, not the replayed
@@ -284,8 +338,11 @@ def train(
         alpha_loss, alpha_grad = jax.value_and_grad(transform.temperature_loss)(
             ts.log_alpha, entropy, target_entropy
         )
-        updates, alpha_opt_state = alpha_opt.update(alpha_grad, ts.alpha_opt_state)
-        log_alpha = optax.apply_updates(ts.log_alpha, updates)
+        if config.learn_alpha:
+            updates, alpha_opt_state = alpha_opt.update(alpha_grad, ts.alpha_opt_state)
+            log_alpha = optax.apply_updates(ts.log_alpha, updates)
+        else:
+            alpha_opt_state, log_alpha = ts.alpha_opt_state, ts.log_alpha
 
         target_critic_params = optax.incremental_update(
             critic_params, ts.target_critic_params, config.tau
@@ -299,9 +356,10 @@ def train(
             critic_opt_state=critic_opt_state,
             alpha_opt_state=alpha_opt_state,
             updates=ts.updates + 1,
+            **extra,
         )
-        metrics = dict(critic_metrics, actor_loss=actor_loss, alpha=alpha, entropy=entropy,
-                       alpha_loss=alpha_loss, step_log_ratio=jnp.mean(terms.log_ratio))
+        metrics = dict(critic_metrics, **actor_metrics, alpha=alpha, entropy=entropy,
+                       alpha_loss=alpha_loss)
         return ts, metrics
 
     def train_iteration(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:

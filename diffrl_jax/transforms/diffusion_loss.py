@@ -59,7 +59,9 @@ class DiffusionLoss(NamedTuple):
     initial_state(obs, key) -> AugmentedState at step 0 with x_0 from the prior
     sample_states(params, obs, key) -> AugmentedState, k ~ U{0..K-1}, x_k from the current
         chain (no gradient): augmented states visited by the current policy
-    evaluate(params, state, action) -> PolicyTerms at given (s~, x_{k+1})
+    evaluate(params, state, action, natural_gradient=False) -> PolicyTerms at given
+        (s~, x_{k+1}); natural_gradient preconditions the kernel's gradients (see Policy)
+    kernel(params, state) -> (mean, std) [..., A] of the step kernel p_theta(. | s~)
     sample(params, state, key) -> PolicyTerms with x_{k+1} ~ p_theta(. | s~), reparameterised
     sample_chains(params, obs, key) -> PolicyTerms of whole reparameterised chains
     actor_terms(params, state, key) -> terms of the configured estimator: "per_step" samples
@@ -84,7 +86,8 @@ class DiffusionLoss(NamedTuple):
     expand: Callable[[ChainTransition, Array | float], AugmentedTransition]
     initial_state: Callable[[Array, PRNGKey], AugmentedState]
     sample_states: Callable[[Params, Array, PRNGKey], AugmentedState]
-    evaluate: Callable[[Params, AugmentedState, Array], PolicyTerms]
+    evaluate: Callable[..., PolicyTerms]
+    kernel: Callable[[Params, AugmentedState], tuple[Array, Array]]
     sample: Callable[[Params, AugmentedState, PRNGKey], PolicyTerms]
     sample_chains: Callable[[Params, Array, PRNGKey], PolicyTerms]
     actor_terms: Callable[[Params, AugmentedState, PRNGKey], PolicyTerms]
@@ -150,9 +153,13 @@ def make_diffusion_loss(
             critic_input=critic_input(state, action),
         )
 
-    def evaluate(params: Params, state: AugmentedState, action: Array) -> PolicyTerms:
-        ev = policy.evaluate(params, state.obs, state.latent, state.step, action)
+    def evaluate(params: Params, state: AugmentedState, action: Array,
+                 natural_gradient: bool = False) -> PolicyTerms:
+        ev = policy.evaluate(params, state.obs, state.latent, state.step, action, natural_gradient)
         return step_terms(state, action, ev)
+
+    def kernel(params: Params, state: AugmentedState) -> tuple[Array, Array]:
+        return policy.kernel(params, state.obs, state.latent, state.step)
 
     def sample(params: Params, state: AugmentedState, key: PRNGKey) -> PolicyTerms:
         action, ev = policy.sample_step(params, state.obs, state.latent, state.step, key)
@@ -209,6 +216,7 @@ def make_diffusion_loss(
         initial_state=initial_state,
         sample_states=sample_states,
         evaluate=evaluate,
+        kernel=kernel,
         sample=sample,
         sample_chains=sample_chains,
         actor_terms=actor_terms,
