@@ -26,3 +26,10 @@ def diffusion_policy():
 @pytest.fixture
 def diffusion_params(diffusion_policy):
     return diffusion_policy.init(jax.random.PRNGKey(0))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow learning checks first (stable order otherwise): with `-n 2 --maxschedchunk 1`
+    the two workers take tests one at a time, start on the minutes-long checks and fill in
+    with the quick tests, so they finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

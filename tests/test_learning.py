@@ -26,7 +26,8 @@ def test_diffusion_policy_keeps_both_bandit_modes(algo, tmp_path):
     fractions = np.asarray(summary["mode_fractions"])
     assert fractions.shape == (3, 2)
     assert fractions.min() >= 0.25, fractions
-    assert np.mean(summary["final_eval_return"]) > 0.45  # the actions sit on the peaks
+    # The actions sit on the peaks: uniform actions on [-1, 1] would return about 0.25.
+    assert np.mean(summary["final_eval_return"]) > 0.4
 
 
 @pytest.mark.parametrize("algo", ["sac", "wpo", "ppo"])
