@@ -1,0 +1,47 @@
+"""The diffusion-overhead benchmark compares like with like and reports what it measured."""
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_overhead.py"
+_spec = importlib.util.spec_from_file_location("diffusion_overhead", _PATH)
+overhead = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(overhead)
+
+
+@pytest.mark.parametrize("pair", overhead.DEFAULT_PAIRS)
+def test_paired_configs_differ_only_in_the_policy(pair):
+    diff_algo, gaussian_algo = overhead.parse_pair(pair)
+    diff, gauss = overhead.paired_configs(diff_algo, gaussian_algo, "brax/inverted_pendulum",
+                                          total_env_steps=20_000, num_evals=2)
+    different = {f.name for f in dataclasses.fields(diff)
+                 if getattr(diff, f.name) != getattr(gauss, f.name)}
+    assert different <= {"algo", "gaussian"}
+    assert (diff.algo, gauss.algo) == (diff_algo, gaussian_algo)
+    assert gauss.gaussian.hidden_sizes == diff.diffusion.hidden_sizes
+    assert gauss.gaussian.activation == diff.diffusion.activation
+
+
+@pytest.mark.parametrize("pair", ["sac:diffsac", "diffsac:ppo", "diffsac", "diffppo:ppo:x"])
+def test_malformed_pairs_are_refused(pair):
+    with pytest.raises(ValueError, match="diff<algo>:<algo>"):
+        overhead.parse_pair(pair)
+
+
+def test_quick_run_writes_the_table_it_prints(tmp_path, capsys):
+    out = tmp_path / "overhead.json"
+    result = overhead.main(["--env", "toy/bandit", "--pairs", "diffppo:ppo", "--quick",
+                            "--num-steps", "4", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    (row,) = result["rows"]
+    assert (row["diffusion"], row["gaussian"], row["num_steps_K"]) == ("diffppo", "ppo", 4)
+    assert row["env_steps_per_run"] == 2_048
+    assert len(row["diffusion_run_seconds"]) == len(row["gaussian_run_seconds"]) == 1
+    ratio = row["diffusion_run_seconds"][0] / row["gaussian_run_seconds"][0]
+    assert row["overhead_median"] == pytest.approx(ratio)
+    assert row["diffusion_env_steps_per_second"] > 0 and row["gaussian_env_steps_per_second"] > 0
+    assert "diffppo/ppo" in capsys.readouterr().out
