@@ -16,9 +16,9 @@ mkdir -p "$OUT"
 if [ -d .whl ] && ! python3 -c "import brax, mujoco.mjx" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >/dev/null || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
+  export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi";
   python3 -c "import jax; print('jax', jax.__version__, jax.devices())"; } > "$OUT/device.txt" 2>&1

@@ -8,7 +8,8 @@ their Gaussian versions, everything else equal.
 For each pair the Diff algorithm's preset for the environment is resolved; the Gaussian run
 uses that same config with only `algo` changed and a Gaussian policy whose hidden layers and
 activation are the diffusion control network's, so environments, batch, update ratio, critic,
-optimiser and evaluation schedule are equal and the difference is the K-step chain. Each
+optimiser and evaluation schedule are equal and the difference is the K-step chain (the
+Gaussian side therefore runs with the Diff preset's settings, not its own preset's). Each
 config's whole `train(key, config)` is compiled once (compile seconds are reported apart); the
 timed runs alternate Diff and Gaussian (order swapped every repeat), each with a fresh key.
 The overhead is the ratio of seconds per environment step, Diff / Gaussian, per repeat.
@@ -35,12 +36,17 @@ from diffrl_jax.training import schedule_of, train, trainer_for
 DEFAULT_PAIRS = ("diffsac:sac", "diffppo:ppo", "diffwpo:wpo")
 
 
-def paired_configs(diff_algo: str, gaussian_algo: str, env: str, **overrides: Any) -> tuple[Any, Any]:
+def paired_configs(diff_algo: str, gaussian_algo: str, env: str, num_steps: int | None = None,
+                   **overrides: Any) -> tuple[Any, Any]:
     """(diffusion config, Gaussian config) equal in every field but `algo` and the policy:
-    the Gaussian's hidden sizes and activation are the diffusion control network's."""
+    the Gaussian's hidden sizes and activation are the diffusion control network's.
+    num_steps: K for the Diff algorithm's own preset diffusion config (None: the preset's)."""
     if trainer_for(gaussian_algo).config_class is not trainer_for(diff_algo).config_class:
         raise ValueError(f"{gaussian_algo!r} and {diff_algo!r} do not share a trainer")
     diff = make_config(diff_algo, env, **overrides)
+    if num_steps is not None:
+        diff = dataclasses.replace(
+            diff, diffusion=dataclasses.replace(diff.diffusion, num_steps=num_steps)).validate()
     gaussian_policy = GaussianPolicyConfig(hidden_sizes=tuple(diff.diffusion.hidden_sizes),
                                            activation=diff.diffusion.activation)
     gauss = dataclasses.replace(diff, algo=gaussian_algo, gaussian=gaussian_policy).validate()
@@ -60,12 +66,14 @@ def time_run(compiled: Any, key: Any) -> float:
     return time.perf_counter() - t0
 
 
-def measure(pairs: Sequence[str], env: str, repeats: int, **overrides: Any) -> list[dict[str, Any]]:
-    """One row per "diff:gaussian" pair: compile seconds, env steps/s, per-repeat overhead."""
+def measure(pairs: Sequence[str], env: str, repeats: int, num_steps: int | None = None,
+            **overrides: Any) -> list[dict[str, Any]]:
+    """One row per "diff:gaussian" pair: compile seconds, env steps/s, per-repeat overhead.
+    The first repeat includes first-execution costs (no untimed warm-up run)."""
     runs = {}
     for pair in pairs:
         diff_algo, gaussian_algo = parse_pair(pair)
-        configs = paired_configs(diff_algo, gaussian_algo, env, **overrides)
+        configs = paired_configs(diff_algo, gaussian_algo, env, num_steps, **overrides)
         runs[pair] = [(config, *compile_run(config)) for config in configs]
 
     seconds = {pair: ([], []) for pair in pairs}
@@ -124,13 +132,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     overrides: dict[str, Any] = {"total_env_steps": args.total_steps, "num_evals": 2}
     if args.num_envs is not None:
         overrides["num_envs"] = args.num_envs
-    if args.num_steps is not None:
-        base = make_config(parse_pair(args.pairs[0])[0], args.env)
-        overrides["diffusion"] = dataclasses.replace(base.diffusion, num_steps=args.num_steps)
-    rows = measure(args.pairs, args.env, args.repeats, **overrides)
+    rows = measure(args.pairs, args.env, args.repeats, args.num_steps, **overrides)
 
     device = jax.devices()[0].device_kind
-    print(f"{args.env}, {args.total_steps:,d} env steps per run, {args.repeats} repeat(s), "
+    print(f"{args.env}, {args.total_steps:,d} env steps requested per run, {args.repeats} repeat(s), "
           f"{device}, jax {jax.__version__}")
     header = (f"{'pair':<16} {'K':>3} {'envs':>5} {'Diff steps/s':>13} {'Gauss steps/s':>14} "
               f"{'overhead':>9} {'[min, max]':>14} {'compile s D/G':>14}")
@@ -141,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"{row['gaussian_env_steps_per_second']:>14,.0f} {row['overhead_median']:>8.2f}x "
               f"{'[%.2f, %.2f]' % (row['overhead_min'], row['overhead_max']):>14} "
               f"{row['diffusion_compile_seconds']:>7.0f}/{row['gaussian_compile_seconds']:<6.0f}")
-    result = {"env": args.env, "total_env_steps": args.total_steps, "repeats": args.repeats,
+    result = {"env": args.env, "requested_env_steps": args.total_steps, "repeats": args.repeats,
               "device": device, "jax_version": jax.__version__,
               "date": datetime.date.today().isoformat(), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

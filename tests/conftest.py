@@ -30,6 +30,6 @@ def diffusion_params(diffusion_policy):
 
 def pytest_collection_modifyitems(config, items):
     """Slow learning checks first (stable order otherwise): with `-n 2 --maxschedchunk 1`
-    the two workers take tests one at a time, start on the minutes-long checks and fill in
-    with the quick tests, so they finish together."""
+    the two workers are handed tests a few at a time in this order, start on the minutes-long
+    checks and fill in with the quick tests, so they finish together."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

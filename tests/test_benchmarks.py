@@ -26,6 +26,16 @@ def test_paired_configs_differ_only_in_the_policy(pair):
     assert gauss.gaussian.activation == diff.diffusion.activation
 
 
+def test_num_steps_overrides_k_in_each_pairs_own_diffusion_config():
+    for pair in overhead.DEFAULT_PAIRS:
+        diff_algo, gaussian_algo = overhead.parse_pair(pair)
+        preset, _ = overhead.paired_configs(diff_algo, gaussian_algo, "toy/bandit")
+        diff, gauss = overhead.paired_configs(diff_algo, gaussian_algo, "toy/bandit", num_steps=3)
+        assert diff.diffusion == dataclasses.replace(preset.diffusion, num_steps=3)
+        assert gauss.diffusion.num_steps == 3
+        assert gauss.gaussian.hidden_sizes == preset.diffusion.hidden_sizes
+
+
 @pytest.mark.parametrize("pair", ["sac:diffsac", "diffsac:ppo", "diffsac", "diffppo:ppo:x"])
 def test_malformed_pairs_are_refused(pair):
     with pytest.raises(ValueError, match="diff<algo>:<algo>"):
