@@ -18,14 +18,11 @@ SMALL_DIFFUSION = DiffusionPolicyConfig(hidden_sizes=(128, 128, 128), time_hidde
 _DIFFSAC_STABLE = dict(tau=0.05, max_grad_norm=0.5, critic_layer_norm=True,
                        target_entropy_multiplier=4.0, diffusion=SMALL_DIFFUSION)
 
-# WPO: the natural-gradient rescaling and a KL target that follows the policy with rate 0.05
-# (with 0.005 the KL bound of 0.02 held the policy back), plus SAC's learned temperature.
-# WPO's paper (and Acme) has no entropy term (alpha = 0: learn_alpha=False, init_alpha=0);
-# with our tanh-squashed Gaussian that version let the squashed actions settle near the bounds
-# on MJX inverted_pendulum (entropy ~ -3 nats even with min_std 0.1) and 2 of 4 seeds stayed
-# below 120 after 32k steps; with the learned temperature all 4 reached 1000, and on toy/bandit
-# it still collapses to one peak (3 of 3 seeds). DiffWPO: the learned temperature of DiffSAC
-# and no preconditioner (spec section 5).
+# WPO: the natural-gradient rescaling, a KL target that follows the policy with rate 0.05
+# (with 0.005 the KL bound of 0.02 held the policy back) and SAC's learned temperature; the
+# paper's alpha = 0 (learn_alpha=False, init_alpha=0) failed on inverted_pendulum with our
+# tanh-squashed Gaussian (docs/DESIGN.md says how). DiffWPO: the learned temperature of
+# DiffSAC and no preconditioner (spec section 5).
 _WPO = dict(init_alpha=0.01, natural_gradient=True, policy_tau=0.05)
 # DiffWPO's target entropy multiplier is the authors' 8 (spec section 7): with DiffSAC's 4
 # its stochastic policy on inverted_pendulum fell back to returns < 100 after reaching 1000
