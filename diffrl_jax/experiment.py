@@ -7,15 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from diffrl_jax.envs import list_envs, peaks_of
+from diffrl_jax.parallel import (
+    gather_to_host,
+    global_seed_keys,
+    is_main_process,
+    make_mesh,
+    mesh_shape,
+    mesh_train,
+    seed_sharding,
+)
 from diffrl_jax.presets import apply_overrides, preset_overrides
-from diffrl_jax.training import ALGOS, schedule_of, train, trainer_for
+from diffrl_jax.training import ALGOS, schedule_of, trainer_for
 
-__all__ = ["ALGOS", "ProgressPrinter", "build_summary", "config_to_dict", "make_config",
-           "run_experiment"]
+__all__ = ["ALGOS", "ProgressPrinter", "build_summary", "config_to_dict", "experiment_mesh",
+           "make_config", "run_experiment"]
 
 
 def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | None = None,
@@ -46,42 +55,62 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
+def experiment_mesh(shape: tuple[int, int] | None = None) -> Mesh:
+    """The ("seed", "data") mesh of a run: `shape` = (seed shards, data shards) over the first
+    seeds * data devices, or over all devices of all processes when several processes run;
+    None: one device (all devices on the seed axis when several processes run)."""
+    multi_process = jax.process_count() > 1
+    if shape is None:
+        return make_mesh(None, 1) if multi_process else make_mesh(1, 1, jax.devices()[:1])
+    seeds, data = shape
+    devices = jax.devices() if multi_process else jax.devices()[: seeds * data]
+    return make_mesh(seeds, data, devices)
+
+
 def run_experiment(algo: str, env: str, total_steps: int | None, num_seeds: int, seed: int,
                    out: str | Path, backend: str = "mjx", progress: bool = True,
-                   **overrides: Any) -> dict[str, Any]:
-    """Trains num_seeds seeds as one vmapped program; writes and returns the summary."""
+                   mesh: Mesh | None = None, **overrides: Any) -> dict[str, Any]:
+    """Trains num_seeds seeds as one vmapped program on `mesh` (default: one device, see
+    `experiment_mesh`); returns the summary, which the main process also writes."""
     if not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
     config = make_config(algo, env, backend, total_steps, **overrides)
     sched = schedule_of(config)
+    mesh = experiment_mesh() if mesh is None else mesh
+    main = is_main_process()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-    printer = ProgressPrinter(f"{algo} {env}", num_seeds, sched["total_env_steps"], progress)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    keys = global_seed_keys(seed, num_seeds, seed_sharding(mesh))
+    printer = ProgressPrinter(f"{algo} {env}", num_seeds, sched["total_env_steps"], progress and main)
 
-    def run(keys):
-        def one(key, seed_index):
-            def report(metrics):
-                jax.debug.callback(printer.record, seed_index, metrics["env_steps"],
-                                   metrics["eval_return"])
-            return train(key, config, on_interval=report)[1]
+    def seed_indexed(seed_index):
+        def report(metrics):
+            jax.debug.callback(printer.record, seed_index, metrics["env_steps"],
+                               metrics["eval_return"])
+        return report
 
-        return jax.vmap(one)(keys, jnp.arange(num_seeds))
-
+    run = mesh_train(config, mesh, seed_indexed=seed_indexed)
     t0 = time.perf_counter()
-    compiled = jax.jit(run).lower(keys).compile()
+    compiled = run.lower(keys).compile()
     compile_seconds = time.perf_counter() - t0
-    if progress:
+    if progress and main:
+        seeds, data = mesh_shape(mesh)
         print(f"[{algo} {env}] compiled in {compile_seconds:.1f}s; training {num_seeds} seed(s) "
-              f"for {sched['total_env_steps']:,d} env steps each", flush=True)
+              f"for {sched['total_env_steps']:,d} env steps each on a {seeds} x {data} "
+              f"(seed x data) mesh", flush=True)
     t1 = time.perf_counter()
     printer.start()
-    metrics = jax.tree.map(np.asarray, jax.block_until_ready(compiled(keys)))
+    metrics = jax.block_until_ready(compiled(keys)[1])
     train_seconds = time.perf_counter() - t1
+    metrics = gather_to_host(metrics)
 
     summary = build_summary(config, metrics, num_seeds, sched, compile_seconds, train_seconds,
                             time.perf_counter() - t0)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["mesh"] = dict(zip(mesh.axis_names, mesh_shape(mesh)))
+    summary["processes"] = jax.process_count()
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -14,7 +14,8 @@ from diffrl_jax.training.on_policy import ON_POLICY_ALGOS, OnPolicyConfig, OnPol
 
 class Trainer(NamedTuple):
     """config_class(algo=..., env=..., ...) -> config; schedule_of(config) -> dict with
-    "total_env_steps"; train(key, config, on_interval=None) -> (state, metrics)."""
+    "total_env_steps"; train(key, config, on_interval=None, batch_sharding=None) ->
+    (state, metrics)."""
 
     config_class: type
     schedule_of: Callable[[Any], dict[str, int]]
@@ -37,10 +38,12 @@ def trainer_for(algo: str) -> Trainer:
     return TRAINERS[algo]
 
 
-def train(key: Any, config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None):
+def train(key: Any, config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None,
+          batch_sharding: Any = None):
     """Trains with the trainer of config.algo: train(key, config) -> (state, metrics), pure,
-    jit- and vmap-able (see `off_policy.train` and `on_policy.train`)."""
-    return trainer_for(config.algo).train(key, config, on_interval)
+    jit- and vmap-able (see `off_policy.train` and `on_policy.train`). batch_sharding: a
+    `diffrl_jax.parallel.BatchSharding` (use `diffrl_jax.parallel.mesh_train`)."""
+    return trainer_for(config.algo).train(key, config, on_interval, batch_sharding)
 
 
 def schedule_of(config: Any) -> dict[str, int]:

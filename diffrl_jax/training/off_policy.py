@@ -28,6 +28,7 @@ from diffrl_jax.buffers import ReplayBuffer, replay_add, replay_init, replay_sam
 from diffrl_jax.envs import EnvState, RunningStats, init_stats, make_env, update_stats
 from diffrl_jax.envs import peaks_of
 from diffrl_jax.networks.critic import EnsembleCritic
+from diffrl_jax.parallel.mesh import BatchSharding, constrain_batch
 from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig, make_policy
 from diffrl_jax.training.collection import StepCounters, interval_metrics, policy_obs, step_envs
 from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss, sampled_loss
@@ -195,18 +196,25 @@ def train(
     key: PRNGKey,
     config: OffPolicyConfig,
     on_interval: Callable[[dict[str, Array]], None] | None = None,
+    batch_sharding: BatchSharding | None = None,
 ) -> tuple[OffPolicyState, dict[str, Array]]:
     """Trains for config.total_env_steps; returns the final state and per-interval metrics
     (each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and configs.
 
     on_interval: called while tracing, inside the interval scan, with that interval's
     metrics; use `jax.debug.callback` in it to report progress from the running program.
+    batch_sharding: keeps the N environments and each sampled minibatch split over a mesh
+    axis (see `diffrl_jax.parallel.mesh_train`; the replay buffer is left to the
+    partitioner); None: no sharding constraints.
     """
     config.validate()
     env, policy, transform, critic = build(config)
     sched = schedule_of(config)
     N, B, K = config.num_envs, config.batch_size, policy.num_steps
     peaks = peaks_of(config.env)
+
+    def shard(tree: Any) -> Any:  # the environment / sample axis over devices
+        return constrain_batch(tree, batch_sharding)
 
     policy_opt = _optimizer(config.actor_lr, config.max_grad_norm)
     critic_opt = _optimizer(config.critic_lr, config.max_grad_norm)
@@ -256,9 +264,9 @@ def train(
         log_kl_coef=log_kl_coef,
         kl_coef_opt_state=kl_coef_opt.init(log_kl_coef) if is_wpo else None,
         buffer=replay_init(example, config.buffer_size),
-        env_state=env.reset(ekey, N),
+        env_state=shard(env.reset(ekey, N)),
         obs_stats=init_stats(env.obs_dim),
-        episode_return=jnp.zeros(N),
+        episode_return=shard(jnp.zeros(N)),
         key=rkey,
         env_steps=jnp.zeros((), jnp.int32),
         updates=jnp.zeros((), jnp.int32),
@@ -273,9 +281,9 @@ def train(
         )
         ts = ts.replace(
             buffer=replay_add(ts.buffer, item),
-            env_state=env_state,
+            env_state=shard(env_state),
             obs_stats=update_stats(ts.obs_stats, item.obs) if config.normalize_obs else ts.obs_stats,
-            episode_return=episode_return,
+            episode_return=shard(episode_return),
             key=key,
             env_steps=ts.env_steps + N,
         )
@@ -286,7 +294,7 @@ def train(
 
     def update(ts: OffPolicyState, key: PRNGKey) -> tuple[OffPolicyState, dict[str, Array]]:
         sample_key, step_key, critic_key, actor_key, entropy_key = jax.random.split(key, 5)
-        items = replay_sample(ts.buffer, sample_key, B)
+        items = shard(replay_sample(ts.buffer, sample_key, B))
         step = jax.random.randint(step_key, (B,), 0, K, dtype=jnp.int32)
         batch = transform.augment(items, step, config.discount)
         batch = batch.replace(

@@ -30,6 +30,7 @@ from diffrl_jax.algorithms.ppo import (
 )
 from diffrl_jax.envs import EnvState, RunningStats, init_stats, make_env, peaks_of, update_stats
 from diffrl_jax.networks.critic import EnsembleCritic
+from diffrl_jax.parallel.mesh import BatchSharding, constrain_batch
 from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig, make_policy
 from diffrl_jax.training.collection import interval_metrics, policy_obs, step_envs
 from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss
@@ -253,12 +254,15 @@ def train(
     key: PRNGKey,
     config: OnPolicyConfig,
     on_interval: Callable[[dict[str, Array]], None] | None = None,
+    batch_sharding: BatchSharding | None = None,
 ) -> tuple[OnPolicyState, dict[str, Array]]:
     """Trains for config.total_env_steps; returns the final state and per-interval metrics
     (each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and configs.
 
     on_interval: called while tracing, inside the interval scan, with that interval's
     metrics (use `jax.debug.callback` in it to report progress from the running program).
+    batch_sharding: keeps the N environments, the rollout and each minibatch split over a
+    mesh axis (see `diffrl_jax.parallel.mesh_train`); None: no sharding constraints.
     """
     config.validate()
     env, policy, transform, value_net = build(config)
@@ -267,6 +271,9 @@ def train(
     num_transitions = N * T * K
     minibatch = num_transitions // config.num_minibatches
     peaks = peaks_of(config.env)
+
+    def shard(tree: Any, dim: int = 0) -> Any:  # the environment / sample axis over devices
+        return constrain_batch(tree, batch_sharding, dim)
 
     def value_apply(params: Params, features: Array) -> Array:
         return value_net.apply(params, features)[..., 0]
@@ -295,9 +302,9 @@ def train(
         policy_opt_state=policy_opt.init(policy_params),
         value_opt_state=value_opt.init(value_params),
         entropy_coef_opt_state=entropy_coef_opt.init(log_entropy_coef),
-        env_state=env.reset(ekey, N),
+        env_state=shard(env.reset(ekey, N)),
         obs_stats=init_stats(env.obs_dim),
-        episode_return=jnp.zeros(N),
+        episode_return=shard(jnp.zeros(N)),
         key=rkey,
         env_steps=jnp.zeros((), jnp.int32),
         updates=jnp.zeros((), jnp.int32),
@@ -316,7 +323,7 @@ def train(
                 env, transform, ts.policy_params, env_state, ts.obs_stats, episode_return,
                 step_key, config.normalize_obs,
             )
-            return (env_state, episode_return), (transition, counters)
+            return shard((env_state, episode_return)), (shard(transition), counters)
 
         key, rollout_key = jax.random.split(ts.key)
         (env_state, episode_return), (transitions, counters) = jax.lax.scan(
@@ -324,7 +331,7 @@ def train(
         )
         ts = ts.replace(env_state=env_state, episode_return=episode_return, key=key,
                         env_steps=ts.env_steps + N * T)
-        return ts, transitions, counters
+        return ts, shard(transitions, 1), counters
 
     # ---- one PPO minibatch step --------------------------------------------------------
     loss_grad = jax.value_and_grad(ppo_loss, argnums=(0, 1), has_aux=True)
@@ -359,6 +366,7 @@ def train(
                 lambda x: x[order].reshape((config.num_minibatches, minibatch) + x.shape[1:]),
                 batch,
             )
+            shuffled = shard(shuffled, 1)  # each minibatch split over devices
             return jax.lax.scan(minibatch_step, carry, shuffled)
 
         carry = (ts.policy_params, ts.value_params, ts.policy_opt_state, ts.value_opt_state, coef)

@@ -1,0 +1,40 @@
+"""Beyond one device: a ("seed", "data") device mesh for the seed and environment batches
+(`mesh`), and several processes in one run (`multihost`)."""
+
+from diffrl_jax.parallel.mesh import (
+    DATA_AXIS,
+    SEED_AXIS,
+    BatchSharding,
+    constrain_batch,
+    make_mesh,
+    mesh_shape,
+    mesh_train,
+    parse_mesh_shape,
+    seed_sharding,
+)
+from diffrl_jax.parallel.multihost import (
+    ProcessInfo,
+    gather_to_host,
+    global_seed_keys,
+    initialize,
+    is_main_process,
+    process_info,
+)
+
+__all__ = [
+    "BatchSharding",
+    "DATA_AXIS",
+    "ProcessInfo",
+    "SEED_AXIS",
+    "constrain_batch",
+    "gather_to_host",
+    "global_seed_keys",
+    "initialize",
+    "is_main_process",
+    "make_mesh",
+    "mesh_shape",
+    "mesh_train",
+    "parse_mesh_shape",
+    "process_info",
+    "seed_sharding",
+]
