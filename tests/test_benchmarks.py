@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,14 @@ def test_quick_run_writes_the_table_it_prints(tmp_path, capsys):
     assert row["overhead_median"] == pytest.approx(ratio)
     assert row["diffusion_env_steps_per_second"] > 0 and row["gaussian_env_steps_per_second"] > 0
     assert "diffppo/ppo" in capsys.readouterr().out
+
+
+def test_device_check_refuses_an_unknown_part(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.sh"
+    run = subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path),
+                                                     "PART": "everything"},
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "PART must be throughput, scaling or all" in run.stderr
+    run = subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode != 0 and "set OUT" in run.stderr
