@@ -10,22 +10,29 @@ from typing import Any, NamedTuple
 from diffrl_jax.training import off_policy, on_policy
 from diffrl_jax.training.off_policy import OFF_POLICY_ALGOS, OffPolicyConfig, OffPolicyState
 from diffrl_jax.training.on_policy import ON_POLICY_ALGOS, OnPolicyConfig, OnPolicyState
+from diffrl_jax.training.program import TrainProgram, run_intervals, run_program
 
 
 class Trainer(NamedTuple):
     """config_class(algo=..., env=..., ...) -> config; schedule_of(config) -> dict with
     "total_env_steps"; train(key, config, on_interval=None, batch_sharding=None) ->
-    (state, metrics)."""
+    (state, metrics); make_program(config, on_interval=None, batch_sharding=None) ->
+    TrainProgram (the same run as init + interval, for drivers that checkpoint);
+    build(config) -> (env, policy, transform, critic or value network)."""
 
     config_class: type
     schedule_of: Callable[[Any], dict[str, int]]
     train: Callable[..., tuple[Any, dict[str, Any]]]
+    make_program: Callable[..., TrainProgram]
+    build: Callable[[Any], tuple[Any, ...]]
 
 
 TRAINERS: dict[str, Trainer] = {
-    **{algo: Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.train)
+    **{algo: Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.train,
+                     off_policy.make_program, off_policy.build)
        for algo in OFF_POLICY_ALGOS},
-    **{algo: Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.train)
+    **{algo: Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.train,
+                     on_policy.make_program, on_policy.build)
        for algo in ON_POLICY_ALGOS},
 }
 ALGOS = tuple(TRAINERS)
@@ -46,6 +53,13 @@ def train(key: Any, config: Any, on_interval: Callable[[dict[str, Any]], None] |
     return trainer_for(config.algo).train(key, config, on_interval, batch_sharding)
 
 
+def make_program(config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None,
+                 batch_sharding: Any = None) -> TrainProgram:
+    """The run of config.algo as a `TrainProgram` (init, interval, num_intervals):
+    `run_program(make_program(config), key)` is `train(key, config)`."""
+    return trainer_for(config.algo).make_program(config, on_interval, batch_sharding)
+
+
 def schedule_of(config: Any) -> dict[str, int]:
     """The static loop lengths of config's trainer, including "total_env_steps"."""
     return trainer_for(config.algo).schedule_of(config)
@@ -59,7 +73,11 @@ __all__ = [
     "OnPolicyConfig",
     "OnPolicyState",
     "TRAINERS",
+    "TrainProgram",
     "Trainer",
+    "make_program",
+    "run_intervals",
+    "run_program",
     "schedule_of",
     "trainer_for",
     "train",

@@ -31,6 +31,8 @@ from diffrl_jax.networks.critic import EnsembleCritic
 from diffrl_jax.parallel.mesh import BatchSharding, constrain_batch
 from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig, make_policy
 from diffrl_jax.training.collection import StepCounters, interval_metrics, policy_obs, step_envs
+from diffrl_jax.training.guards import all_finite, keep_if_finite, masked_means, masked_sums
+from diffrl_jax.training.program import TrainProgram, run_program
 from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss, sampled_loss
 from diffrl_jax.transforms.damdp import DISCOUNT_MODES
 from diffrl_jax.transforms.diffusion_loss import ESTIMATORS
@@ -144,12 +146,14 @@ def _is_plain_number(value: Any) -> bool:
 
 
 def schedule_of(config: OffPolicyConfig) -> dict[str, int]:
-    """Static loop lengths: prefill iterations, iterations per eval interval, env steps."""
+    """Static loop lengths: prefill iterations, iterations per eval interval, env steps,
+    gradient updates per interval."""
     prefill = math.ceil(config.learning_starts / config.num_envs)
     remaining = config.total_env_steps - prefill * config.num_envs
     iters_per_eval = remaining // (config.num_envs * config.num_evals)
     total = (prefill + iters_per_eval * config.num_evals) * config.num_envs
-    return {"prefill_iters": prefill, "iters_per_eval": iters_per_eval, "total_env_steps": total}
+    return {"prefill_iters": prefill, "iters_per_eval": iters_per_eval, "total_env_steps": total,
+            "updates_per_interval": iters_per_eval * config.updates_per_step}
 
 
 @struct.dataclass
@@ -207,6 +211,16 @@ def train(
     axis (see `diffrl_jax.parallel.mesh_train`; the replay buffer is left to the
     partitioner); None: no sharding constraints.
     """
+    return run_program(make_program(config, on_interval, batch_sharding), key)
+
+
+def make_program(
+    config: OffPolicyConfig,
+    on_interval: Callable[[dict[str, Array]], None] | None = None,
+    batch_sharding: BatchSharding | None = None,
+) -> TrainProgram:
+    """The run as (init, interval): init(key) builds the state and runs the prefill,
+    interval(state) one evaluation interval (see `train` for the arguments)."""
     config.validate()
     env, policy, transform, critic = build(config)
     sched = schedule_of(config)
@@ -227,50 +241,53 @@ def train(
         return policy_obs(stats, obs, config.normalize_obs)
 
     # ---- initial state -----------------------------------------------------------------
-    key, pkey, ckey, ekey, rkey = jax.random.split(key, 5)
-    policy_params = policy.init(pkey)
-    critic_input = transform.critic_input(
-        AugmentedState(
-            obs=jnp.zeros((1, env.obs_dim)),
-            latent=jnp.zeros((1, env.action_dim)),
-            step=jnp.zeros((1,), jnp.int32),
-        ),
-        jnp.zeros((1, env.action_dim)),
-    )
-    critic_params = critic.init(ckey, critic_input)
-    # finite even for a fixed alpha of 0 (then unused: alpha is read from the config)
-    log_alpha = jnp.log(jnp.maximum(jnp.asarray(config.init_alpha, jnp.float32), 1e-30))
-    log_kl_coef = jnp.log(jnp.asarray(config.init_kl_coef, jnp.float32)) if is_wpo else None
-    example = ChainTransition(
-        obs=jnp.zeros(env.obs_dim),
-        latents=jnp.zeros((K + 1, env.action_dim)),
-        log_ratios=jnp.zeros(K),
-        log_probs=jnp.zeros(K),
-        reward=jnp.zeros(()),
-        terminated=jnp.zeros(()),
-        truncated=jnp.zeros(()),
-        next_obs=jnp.zeros(env.obs_dim),
-        next_prior_latent=jnp.zeros(env.action_dim),
-    )
-    state = OffPolicyState(
-        policy_params=policy_params,
-        critic_params=critic_params,
-        target_critic_params=critic_params,
-        log_alpha=log_alpha,
-        policy_opt_state=policy_opt.init(policy_params),
-        critic_opt_state=critic_opt.init(critic_params),
-        alpha_opt_state=alpha_opt.init(log_alpha),
-        target_policy_params=policy_params if is_wpo else None,
-        log_kl_coef=log_kl_coef,
-        kl_coef_opt_state=kl_coef_opt.init(log_kl_coef) if is_wpo else None,
-        buffer=replay_init(example, config.buffer_size),
-        env_state=shard(env.reset(ekey, N)),
-        obs_stats=init_stats(env.obs_dim),
-        episode_return=shard(jnp.zeros(N)),
-        key=rkey,
-        env_steps=jnp.zeros((), jnp.int32),
-        updates=jnp.zeros((), jnp.int32),
-    )
+    def init(key: PRNGKey) -> OffPolicyState:
+        key, pkey, ckey, ekey, rkey = jax.random.split(key, 5)
+        policy_params = policy.init(pkey)
+        critic_input = transform.critic_input(
+            AugmentedState(
+                obs=jnp.zeros((1, env.obs_dim)),
+                latent=jnp.zeros((1, env.action_dim)),
+                step=jnp.zeros((1,), jnp.int32),
+            ),
+            jnp.zeros((1, env.action_dim)),
+        )
+        critic_params = critic.init(ckey, critic_input)
+        # finite even for a fixed alpha of 0 (then unused: alpha is read from the config)
+        log_alpha = jnp.log(jnp.maximum(jnp.asarray(config.init_alpha, jnp.float32), 1e-30))
+        log_kl_coef = jnp.log(jnp.asarray(config.init_kl_coef, jnp.float32)) if is_wpo else None
+        example = ChainTransition(
+            obs=jnp.zeros(env.obs_dim),
+            latents=jnp.zeros((K + 1, env.action_dim)),
+            log_ratios=jnp.zeros(K),
+            log_probs=jnp.zeros(K),
+            reward=jnp.zeros(()),
+            terminated=jnp.zeros(()),
+            truncated=jnp.zeros(()),
+            next_obs=jnp.zeros(env.obs_dim),
+            next_prior_latent=jnp.zeros(env.action_dim),
+        )
+        state = OffPolicyState(
+            policy_params=policy_params,
+            critic_params=critic_params,
+            target_critic_params=critic_params,
+            log_alpha=log_alpha,
+            policy_opt_state=policy_opt.init(policy_params),
+            critic_opt_state=critic_opt.init(critic_params),
+            alpha_opt_state=alpha_opt.init(log_alpha),
+            target_policy_params=policy_params if is_wpo else None,
+            log_kl_coef=log_kl_coef,
+            kl_coef_opt_state=kl_coef_opt.init(log_kl_coef) if is_wpo else None,
+            buffer=replay_init(example, config.buffer_size),
+            env_state=shard(env.reset(ekey, N)),
+            obs_stats=init_stats(env.obs_dim),
+            episode_return=shard(jnp.zeros(N)),
+            key=rkey,
+            env_steps=jnp.zeros((), jnp.int32),
+            updates=jnp.zeros((), jnp.int32),
+        )
+        state, _ = jax.lax.scan(lambda ts, _: collect(ts), state, None, length=sched["prefill_iters"])
+        return state
 
     # ---- one vectorised environment step ----------------------------------------------
     def collect(ts: OffPolicyState) -> tuple[OffPolicyState, StepCounters]:
@@ -355,7 +372,12 @@ def train(
         target_critic_params = optax.incremental_update(
             critic_params, ts.target_critic_params, config.tau
         )
-        ts = ts.replace(
+        metrics = dict(critic_metrics, **actor_metrics, alpha=alpha, entropy=entropy,
+                       alpha_loss=alpha_loss)
+        # a non-finite loss or gradient skips the whole update (counted in the metrics)
+        ok = all_finite(metrics, critic_grads, actor_grads,
+                        alpha_grad if config.learn_alpha else (), extra)
+        learner = dict(
             policy_params=policy_params,
             critic_params=critic_params,
             target_critic_params=target_critic_params,
@@ -363,25 +385,23 @@ def train(
             policy_opt_state=policy_opt_state,
             critic_opt_state=critic_opt_state,
             alpha_opt_state=alpha_opt_state,
-            updates=ts.updates + 1,
             **extra,
         )
-        metrics = dict(critic_metrics, **actor_metrics, alpha=alpha, entropy=entropy,
-                       alpha_loss=alpha_loss)
-        return ts, metrics
+        learner = keep_if_finite(ok, learner, {k: getattr(ts, k) for k in learner})
+        ts = ts.replace(updates=ts.updates + ok.astype(jnp.int32), **learner)
+        return ts, (metrics, ok)
 
     def train_iteration(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:
         ts, counters = collect(ts)
         key, update_key = jax.random.split(ts.key)
         ts = ts.replace(key=key)
-        ts, update_metrics = jax.lax.scan(
+        ts, (update_metrics, ok) = jax.lax.scan(
             update, ts, jax.random.split(update_key, config.updates_per_step)
         )
-        update_metrics = jax.tree.map(jnp.mean, update_metrics)
-        return ts, (counters, update_metrics)
+        return ts, (counters, masked_sums(update_metrics, ok))
 
-    def interval(ts: OffPolicyState, _) -> tuple[OffPolicyState, dict[str, Array]]:
-        ts, (counters, update_metrics) = jax.lax.scan(
+    def interval(ts: OffPolicyState) -> tuple[OffPolicyState, dict[str, Array]]:
+        ts, (counters, update_sums) = jax.lax.scan(
             train_iteration, ts, None, length=sched["iters_per_eval"]
         )
         key, eval_key = jax.random.split(ts.key)
@@ -390,11 +410,9 @@ def train(
             env, transform, ts.policy_params, ts.obs_stats, eval_key, config.num_eval_envs,
             config.normalize_obs, peaks, ts.env_steps, counters,
         )
-        metrics.update(jax.tree.map(jnp.mean, update_metrics))
+        metrics.update(masked_means(jax.tree.map(lambda x: jnp.sum(x, 0), update_sums)))
         if on_interval is not None:
             on_interval(metrics)
         return ts, metrics
 
-    state, _ = jax.lax.scan(lambda ts, _: collect(ts), state, None, length=sched["prefill_iters"])
-    state, metrics = jax.lax.scan(interval, state, None, length=config.num_evals)
-    return state, metrics
+    return TrainProgram(init=init, interval=interval, num_intervals=config.num_evals)

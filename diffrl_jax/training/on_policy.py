@@ -33,6 +33,8 @@ from diffrl_jax.networks.critic import EnsembleCritic
 from diffrl_jax.parallel.mesh import BatchSharding, constrain_batch
 from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig, make_policy
 from diffrl_jax.training.collection import interval_metrics, policy_obs, step_envs
+from diffrl_jax.training.guards import all_finite, keep_if_finite, masked_means, masked_sums
+from diffrl_jax.training.program import TrainProgram, run_program
 from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss
 from diffrl_jax.transforms.damdp import DISCOUNT_MODES
 from diffrl_jax.transforms.diffusion_loss import DiffusionLoss
@@ -150,12 +152,14 @@ def _is_plain_number(value: Any) -> bool:
 
 
 def schedule_of(config: OnPolicyConfig) -> dict[str, int]:
-    """Static loop lengths: rollouts per eval interval and the env steps actually run."""
+    """Static loop lengths: rollouts per eval interval, the env steps actually run, minibatch
+    updates per interval."""
     per_rollout = config.num_envs * config.unroll_length
     iters_per_eval = config.total_env_steps // (per_rollout * config.num_evals)
     total = iters_per_eval * config.num_evals * per_rollout
     return {"iters_per_eval": iters_per_eval, "env_steps_per_rollout": per_rollout,
-            "total_env_steps": total}
+            "total_env_steps": total,
+            "updates_per_interval": iters_per_eval * config.num_epochs * config.num_minibatches}
 
 
 @struct.dataclass
@@ -264,6 +268,16 @@ def train(
     batch_sharding: keeps the N environments, the rollout and each minibatch split over a
     mesh axis (see `diffrl_jax.parallel.mesh_train`); None: no sharding constraints.
     """
+    return run_program(make_program(config, on_interval, batch_sharding), key)
+
+
+def make_program(
+    config: OnPolicyConfig,
+    on_interval: Callable[[dict[str, Array]], None] | None = None,
+    batch_sharding: BatchSharding | None = None,
+) -> TrainProgram:
+    """The run as (init, interval): init(key) builds the state, interval(state) runs one
+    evaluation interval (see `train` for the arguments)."""
     config.validate()
     env, policy, transform, value_net = build(config)
     sched = schedule_of(config)
@@ -286,29 +300,31 @@ def train(
     target_entropy = transform.target_entropy(config.target_entropy_multiplier)
 
     # ---- initial state -----------------------------------------------------------------
-    key, pkey, vkey, ekey, rkey = jax.random.split(key, 5)
-    policy_params = policy.init(pkey)
-    value_params = value_net.init(vkey, transform.state_input(AugmentedState(
-        obs=jnp.zeros((1, env.obs_dim)),
-        latent=jnp.zeros((1, env.action_dim)),
-        step=jnp.zeros((1,), jnp.int32),
-    )))
-    # finite even for c = 0 (then unused: a fixed coefficient is read from the config)
-    log_entropy_coef = jnp.log(jnp.maximum(jnp.asarray(config.entropy_coef, jnp.float32), 1e-30))
-    state = OnPolicyState(
-        policy_params=policy_params,
-        value_params=value_params,
-        log_entropy_coef=log_entropy_coef,
-        policy_opt_state=policy_opt.init(policy_params),
-        value_opt_state=value_opt.init(value_params),
-        entropy_coef_opt_state=entropy_coef_opt.init(log_entropy_coef),
-        env_state=shard(env.reset(ekey, N)),
-        obs_stats=init_stats(env.obs_dim),
-        episode_return=shard(jnp.zeros(N)),
-        key=rkey,
-        env_steps=jnp.zeros((), jnp.int32),
-        updates=jnp.zeros((), jnp.int32),
-    )
+    def init(key: PRNGKey) -> OnPolicyState:
+        key, pkey, vkey, ekey, rkey = jax.random.split(key, 5)
+        policy_params = policy.init(pkey)
+        value_params = value_net.init(vkey, transform.state_input(AugmentedState(
+            obs=jnp.zeros((1, env.obs_dim)),
+            latent=jnp.zeros((1, env.action_dim)),
+            step=jnp.zeros((1,), jnp.int32),
+        )))
+        # finite even for c = 0 (then unused: a fixed coefficient is read from the config)
+        log_entropy_coef = jnp.log(jnp.maximum(jnp.asarray(config.entropy_coef, jnp.float32), 1e-30))
+        state = OnPolicyState(
+            policy_params=policy_params,
+            value_params=value_params,
+            log_entropy_coef=log_entropy_coef,
+            policy_opt_state=policy_opt.init(policy_params),
+            value_opt_state=value_opt.init(value_params),
+            entropy_coef_opt_state=entropy_coef_opt.init(log_entropy_coef),
+            env_state=shard(env.reset(ekey, N)),
+            obs_stats=init_stats(env.obs_dim),
+            episode_return=shard(jnp.zeros(N)),
+            key=rkey,
+            env_steps=jnp.zeros((), jnp.int32),
+            updates=jnp.zeros((), jnp.int32),
+        )
+        return state
 
     def entropy_coef_of(ts: OnPolicyState) -> Array:
         if config.learn_entropy_coef:
@@ -338,15 +354,21 @@ def train(
 
     def minibatch_step(carry, batch: PPOBatch):
         policy_params, value_params, policy_opt_state, value_opt_state, coef = carry
-        (_, metrics), (policy_grads, value_grads) = loss_grad(
+        (loss, metrics), (policy_grads, value_grads) = loss_grad(
             policy_params, value_params, batch, coef, config.clip_eps, config.value_coef,
             transform, value_apply, config.advantage_normalization,
         )
-        updates, policy_opt_state = policy_opt.update(policy_grads, policy_opt_state)
-        policy_params = optax.apply_updates(policy_params, updates)
-        updates, value_opt_state = value_opt.update(value_grads, value_opt_state)
-        value_params = optax.apply_updates(value_params, updates)
-        return (policy_params, value_params, policy_opt_state, value_opt_state, coef), metrics
+        updates, new_policy_opt_state = policy_opt.update(policy_grads, policy_opt_state)
+        new_policy_params = optax.apply_updates(policy_params, updates)
+        updates, new_value_opt_state = value_opt.update(value_grads, value_opt_state)
+        new_value_params = optax.apply_updates(value_params, updates)
+        # a non-finite loss or gradient skips the minibatch (counted in the metrics)
+        ok = all_finite(loss, metrics, policy_grads, value_grads)
+        learner = keep_if_finite(
+            ok, (new_policy_params, new_value_params, new_policy_opt_state, new_value_opt_state),
+            (policy_params, value_params, policy_opt_state, value_opt_state),
+        )
+        return (*learner, coef), (metrics, ok)
 
     def update(ts: OnPolicyState, transitions: ChainTransition):
         coef = entropy_coef_of(ts)
@@ -370,7 +392,9 @@ def train(
             return jax.lax.scan(minibatch_step, carry, shuffled)
 
         carry = (ts.policy_params, ts.value_params, ts.policy_opt_state, ts.value_opt_state, coef)
-        carry, metrics = jax.lax.scan(epoch, carry, jax.random.split(epochs_key, config.num_epochs))
+        carry, (metrics, ok) = jax.lax.scan(
+            epoch, carry, jax.random.split(epochs_key, config.num_epochs)
+        )
         policy_params, value_params, policy_opt_state, value_opt_state, _ = carry
 
         # H_hat of the rollout's chains: the bound holds along the acting policy's own chains
@@ -378,8 +402,11 @@ def train(
         log_entropy_coef, entropy_coef_opt_state = ts.log_entropy_coef, ts.entropy_coef_opt_state
         if config.learn_entropy_coef:
             grad = jax.grad(transform.temperature_loss)(ts.log_entropy_coef, entropy, target_entropy)
-            updates, entropy_coef_opt_state = entropy_coef_opt.update(grad, entropy_coef_opt_state)
-            log_entropy_coef = optax.apply_updates(ts.log_entropy_coef, updates)
+            updates, new_opt_state = entropy_coef_opt.update(grad, entropy_coef_opt_state)
+            log_entropy_coef, entropy_coef_opt_state = keep_if_finite(
+                all_finite(grad), (optax.apply_updates(ts.log_entropy_coef, updates), new_opt_state),
+                (log_entropy_coef, entropy_coef_opt_state),
+            )
 
         ts = ts.replace(
             policy_params=policy_params,
@@ -391,20 +418,20 @@ def train(
             obs_stats=(update_stats(ts.obs_stats, raw_obs) if config.normalize_obs
                        else ts.obs_stats),
             key=key,
-            updates=ts.updates + config.num_epochs * config.num_minibatches,
+            updates=ts.updates + jnp.sum(ok).astype(jnp.int32),
         )
         first_deviation = metrics.pop("ratio_deviation")[0, 0]
-        out = dict(jax.tree.map(jnp.mean, metrics), **rollout_stats, entropy=entropy,
-                   entropy_coef=coef, first_minibatch_ratio_deviation=first_deviation)
-        return ts, out
+        per_rollout = dict(rollout_stats, entropy=entropy, entropy_coef=coef,
+                           first_minibatch_ratio_deviation=first_deviation)
+        return ts, (masked_sums(metrics, ok), per_rollout)
 
     def iteration(ts: OnPolicyState, _):
         ts, transitions, counters = rollout(ts)
-        ts, update_metrics = update(ts, transitions)
-        return ts, (counters, update_metrics)
+        ts, update_sums = update(ts, transitions)
+        return ts, (counters, update_sums)
 
-    def interval(ts: OnPolicyState, _) -> tuple[OnPolicyState, dict[str, Array]]:
-        ts, (counters, update_metrics) = jax.lax.scan(
+    def interval(ts: OnPolicyState) -> tuple[OnPolicyState, dict[str, Array]]:
+        ts, (counters, (update_sums, per_rollout)) = jax.lax.scan(
             iteration, ts, None, length=sched["iters_per_eval"]
         )
         key, eval_key = jax.random.split(ts.key)
@@ -413,12 +440,12 @@ def train(
             env, transform, ts.policy_params, ts.obs_stats, eval_key, config.num_eval_envs,
             config.normalize_obs, peaks, ts.env_steps, counters,
         )
-        deviation = update_metrics.pop("first_minibatch_ratio_deviation")
-        metrics.update(jax.tree.map(jnp.mean, update_metrics))
+        metrics.update(masked_means(jax.tree.map(lambda x: jnp.sum(x, 0), update_sums)))
+        deviation = per_rollout.pop("first_minibatch_ratio_deviation")
+        metrics.update(jax.tree.map(jnp.mean, per_rollout))
         metrics["first_minibatch_ratio_deviation"] = jnp.max(deviation)
         if on_interval is not None:
             on_interval(metrics)
         return ts, metrics
 
-    state, metrics = jax.lax.scan(interval, state, None, length=config.num_evals)
-    return state, metrics
+    return TrainProgram(init=init, interval=interval, num_intervals=config.num_evals)
