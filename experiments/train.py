@@ -1,10 +1,20 @@
 """Train one algorithm on one environment for several seeds in one compiled program.
 
-    python experiments/train.py --algo diffsac --env brax/inverted_pendulum \
-        --total-steps 20000 --num-seeds 2 --seed 0 --out runs/diffsac_pendulum
+    python experiments/train.py --algo diffsac --env brax/inverted_pendulum --num-seeds 2 \
+        --out runs/diffsac_pendulum
 
---algo is one of sac, diffsac, wpo, diffwpo, ppo, diffppo; every (algorithm, environment) pair has a preset
-(diffrl_jax/presets.py). Prints progress per evaluation interval and writes OUT/summary.json.
+--algo is one of sac, diffsac, wpo, diffwpo, ppo, diffppo; every (algorithm, environment)
+pair has a preset (diffrl_jax/presets.py; --preset authors: the paper authors' settings).
+Any config field can be overridden with --set FIELD=VALUE (repeatable; nested fields as
+diffusion.num_steps=16; --list-fields shows them all with their resolved values). The
+config is checked before anything compiles.
+
+The run trains in chunks of --checkpoint-every intervals and writes a full-state Orbax
+checkpoint (parameters, optimiser states, temperatures, normaliser statistics, replay buffer,
+environment states, RNG keys) after each, keeping the last --max-to-keep. Ctrl-C stops after
+the current chunk with a checkpoint; `--resume OUT` continues exactly where it stopped.
+Writes OUT/summary.json, OUT/metrics.csv and .jsonl (add --metrics tensorboard, --wandb
+PROJECT), OUT/learning_curve.png (and action_histogram.png on toy environments).
 
 Several devices: --mesh SEEDSxDATA splits the seeds over SEEDS devices and each seed's
 environments over DATA devices (e.g. --num-seeds 8 --mesh 4x2 on 8 GPUs). Several hosts:
@@ -12,52 +22,119 @@ start the same command on every host with --distributed (the cluster is auto-det
 SLURM, Open MPI, Kubernetes and TPU pods; otherwise add --coordinator HOST:PORT
 --num-processes P --process-id I); the mesh then spans every host's devices and only
 process 0 prints and writes.
+
+Exit status: 0 done (or stopped by --stop-after-steps), 2 bad arguments, config or
+checkpoint, 3 stopped for non-finite updates, 130 interrupted.
 """
 
 import argparse
 import sys
 
-from diffrl_jax.experiment import ALGOS, experiment_mesh, run_experiment
+from diffrl_jax.checkpoints import CheckpointError
+from diffrl_jax.config_overrides import describe_fields
+from diffrl_jax.experiment import (
+    ALGOS,
+    RunOptions,
+    enable_compilation_cache,
+    experiment_mesh,
+    make_config,
+    run_experiment,
+)
 from diffrl_jax.parallel import initialize, is_main_process, parse_mesh_shape
+from diffrl_jax.presets import preset_names
+from diffrl_jax.run_logs import METRIC_FORMATS, PROGRESS_MODES
+
+EXIT_STATUS = {"completed": 0, "stopped": 0, "diverged": 3, "interrupted": 130}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algo", choices=ALGOS, help="required unless --resume")
+    p.add_argument("--env", default=None, help="default brax/inverted_pendulum")
+    p.add_argument("--backend", default=None, help="brax backend: mjx (default), spring, positional, generalized")
+    p.add_argument("--preset", default=None, choices=preset_names(), help="named preset (default: default)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field (repeatable), e.g. --set actor_lr=1e-3")
+    p.add_argument("--list-fields", action="store_true", help="print the resolved config's fields and exit")
+    p.add_argument("--total-steps", type=int, default=None,
+                   help="environment steps per seed (default: the preset's)")
+    p.add_argument("--num-seeds", type=int, default=None, help="default 1")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--out", default=None, help="output directory (required unless --resume)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    p.add_argument("--resume-step", type=int, default=None, help="with --resume: this checkpoint instead of the latest")
+    p.add_argument("--checkpoint-every", type=int, default=1, help="intervals between checkpoints (0: only at the end)")
+    p.add_argument("--max-to-keep", type=int, default=2, help="checkpoints kept")
+    p.add_argument("--no-checkpoints", action="store_true")
+    p.add_argument("--stop-after-steps", type=int, default=None,
+                   help="stop with a checkpoint after this many env steps per seed (resume later)")
+    p.add_argument("--metrics", default="csv,jsonl", help=f"comma-separated, of {','.join(METRIC_FORMATS)}")
+    p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases (needs wandb)")
+    p.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
+    p.add_argument("--quiet", action="store_true", help="same as --progress none")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="persistent compilation cache (default ~/.cache/diffrl_jax/xla or $DIFFRL_JAX_CACHE)")
+    p.add_argument("--no-compile-cache", action="store_true")
+    p.add_argument("--mesh", default=None, metavar="SEEDSxDATA",
+                   help="device mesh, e.g. 4x2 (default: one device; all devices on the "
+                        "seed axis with --distributed)")
+    p.add_argument("--distributed", action="store_true",
+                   help="one process of a multi-process run (jax.distributed)")
+    p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (--distributed)")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--process-id", type=int, default=None)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algo", required=True, choices=ALGOS)
-    parser.add_argument("--env", default="brax/inverted_pendulum")
-    parser.add_argument("--total-steps", type=int, default=None,
-                        help="environment steps per seed (default: the preset's)")
-    parser.add_argument("--num-seeds", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--backend", default="mjx", help="brax backend: mjx, spring, positional, generalized")
-    parser.add_argument("--quiet", action="store_true", help="no per-interval progress lines")
-    parser.add_argument("--mesh", default=None, metavar="SEEDSxDATA",
-                        help="device mesh, e.g. 4x2 (default: one device; all devices on the "
-                             "seed axis with --distributed)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="one process of a multi-process run (jax.distributed)")
-    parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (--distributed)")
-    parser.add_argument("--num-processes", type=int, default=None)
-    parser.add_argument("--process-id", type=int, default=None)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     try:
+        if args.resume is None and args.algo is None:
+            raise ValueError("--algo is required (or --resume DIR to continue a run)")
+        if args.resume is None and args.out is None and not args.list_fields:
+            raise ValueError("--out is required (or --resume DIR to continue a run)")
+        if args.resume is not None and args.out is not None and args.out != args.resume:
+            raise ValueError("--resume continues the run in its own directory; leave out --out")
+        config_args = dict(env=args.env or "brax/inverted_pendulum", backend=args.backend or "mjx",
+                           total_steps=args.total_steps, preset=args.preset or "default",
+                           settings=args.settings)
+        if args.list_fields:
+            config = make_config(args.algo or "diffsac", **config_args)
+            print(describe_fields(config))
+            return 0
+        if args.resume is not None and args.algo is None and (
+                args.env or args.backend or args.preset or args.settings or args.total_steps):
+            raise ValueError("--env/--backend/--preset/--set/--total-steps with --resume need "
+                             "--algo too (they are checked against the checkpoint's config)")
+        formats = tuple(f for f in args.metrics.split(",") if f) + (("wandb",) if args.wandb else ())
+        options = RunOptions(
+            checkpoint_every=args.checkpoint_every, max_to_keep=args.max_to_keep,
+            checkpoints=not args.no_checkpoints, metrics_formats=formats,
+            progress="none" if args.quiet else args.progress,
+            stop_after_steps=args.stop_after_steps, plots=not args.no_plots,
+            wandb_project=args.wandb or "diffrl_jax",
+        ).validate()
         if args.distributed:
             initialize(args.coordinator, args.num_processes, args.process_id)
         elif args.coordinator or args.num_processes is not None or args.process_id is not None:
             raise ValueError("--coordinator, --num-processes and --process-id need --distributed")
+        if not args.no_compile_cache:
+            enable_compilation_cache(args.compile_cache)
         mesh = experiment_mesh(parse_mesh_shape(args.mesh) if args.mesh else None)
+        resume = args.resume is not None
         summary = run_experiment(
-            algo=args.algo, env=args.env, total_steps=args.total_steps, num_seeds=args.num_seeds,
-            seed=args.seed, out=args.out, backend=args.backend, progress=not args.quiet,
-            mesh=mesh,
+            algo=args.algo, out=args.resume if resume else args.out, mesh=mesh,
+            num_seeds=args.num_seeds if (resume or args.num_seeds) else 1, seed=args.seed,
+            progress=options.progress, options=options, resume=resume,
+            resume_step=args.resume_step, **config_args,
         )
-    except ValueError as err:  # includes ConfigError: bad names or values
+    except (ValueError, CheckpointError) as err:  # ConfigError, CheckpointError: bad input
         print(f"error: {err}", file=sys.stderr)
         return 2
     if is_main_process():
         print(f"final eval return per seed: {summary['final_eval_return']}")
-    return 0
+    return EXIT_STATUS[summary["status"]]
 
 
 if __name__ == "__main__":

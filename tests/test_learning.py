@@ -7,14 +7,18 @@ that `experiments/train.py` uses.
 import numpy as np
 import pytest
 
-from diffrl_jax.experiment import run_experiment
+from diffrl_jax.experiment import RunOptions, run_experiment
 
 pytestmark = pytest.mark.slow
+
+# one checkpoint at the end, no metric files or plots: the learning is what is checked here
+LEAN = RunOptions(checkpoint_every=0, metrics_formats=(), plots=False)
 
 
 @pytest.mark.parametrize("algo", ["sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo"])
 def test_inverted_pendulum_reaches_800(algo, tmp_path):
-    summary = run_experiment(algo, "brax/inverted_pendulum", None, 2, 0, tmp_path, progress=False)
+    summary = run_experiment(algo, "brax/inverted_pendulum", None, 2, 0, tmp_path, progress=False,
+                             options=LEAN)
     final = np.asarray(summary["final_eval_return"])
     assert final.mean() >= 800, summary["eval_curve"]
     assert summary["nonfinite_env_steps"] == [0, 0]
@@ -22,7 +26,8 @@ def test_inverted_pendulum_reaches_800(algo, tmp_path):
 
 @pytest.mark.parametrize("algo", ["diffsac", "diffwpo", "diffppo"])
 def test_diffusion_policy_keeps_both_bandit_modes(algo, tmp_path):
-    summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False)
+    summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False,
+                             options=LEAN)
     fractions = np.asarray(summary["mode_fractions"])
     assert fractions.shape == (3, 2)
     assert fractions.min() >= 0.25, fractions
@@ -32,7 +37,8 @@ def test_diffusion_policy_keeps_both_bandit_modes(algo, tmp_path):
 
 @pytest.mark.parametrize("algo", ["sac", "wpo", "ppo"])
 def test_gaussian_policy_collapses_to_one_bandit_mode(algo, tmp_path):
-    summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False)
+    summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False,
+                             options=LEAN)
     fractions = np.asarray(summary["mode_fractions"])
     assert np.all(fractions.max(-1) >= 0.9), fractions
     assert np.mean(summary["final_eval_return"]) > 0.8

@@ -120,6 +120,15 @@ def test_run_experiment_writes_the_summary_contract(algo, tmp_path, capsys):
     assert fractions.shape == (2, 2)
     np.testing.assert_allclose(fractions.sum(-1), 1.0)
     assert on_disk["env_steps_per_second"] > 0 and on_disk["compile_seconds"] > 0
+    assert on_disk["status"] == "completed" and on_disk["nonfinite_updates"] == [0, 0]
+    # the product around the numbers: compile time apart, logs, plots, checkpoints
+    assert "compiled in" in printed
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * tiny["num_evals"] and {"eval_return", "seed", "env_steps"} <= set(rows[0])
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 1 + 2 * tiny["num_evals"]
+    for png in ("learning_curve.png", "action_histogram.png"):  # a toy env: the histogram too
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert on_disk["checkpoints"]["last"] == on_disk["eval_curve"][-1]["env_steps"]
 
 
 def test_command_line_trains_an_on_policy_algorithm(tmp_path):

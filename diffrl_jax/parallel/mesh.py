@@ -25,8 +25,9 @@ from diffrl_jax.types import Array, PRNGKey
 SEED_AXIS = "seed"
 DATA_AXIS = "data"
 
-__all__ = ["BatchSharding", "DATA_AXIS", "SEED_AXIS", "constrain_batch", "make_mesh",
-           "mesh_shape", "mesh_train", "parse_mesh_shape", "seed_sharding"]
+__all__ = ["BatchSharding", "DATA_AXIS", "MeshProgram", "SEED_AXIS", "constrain_batch",
+           "make_mesh", "mesh_program", "mesh_shape", "mesh_train", "parse_mesh_shape",
+           "seed_sharding"]
 
 
 class BatchSharding(NamedTuple):
@@ -34,10 +35,6 @@ class BatchSharding(NamedTuple):
 
     mesh: Mesh
     axis: str = DATA_AXIS
-
-    @property
-    def size(self) -> int:
-        return self.mesh.shape[self.axis]
 
     def constrain(self, tree: Any, dim: int = 0) -> Any:
         """tree with every array leaf of rank > dim split along its dimension `dim` over
@@ -140,3 +137,58 @@ def mesh_train(config: Any, mesh: Mesh,
         return jax.vmap(one, spmd_axis_name=SEED_AXIS)(keys, jnp.arange(keys.shape[0]))
 
     return jax.jit(run, in_shardings=seeds, out_shardings=seeds)
+
+
+class MeshProgram(NamedTuple):
+    """A vmapped seed batch on a mesh, as separately compiled pieces (for drivers that
+    checkpoint between chunks of intervals): init(keys [S]) -> state; chunk(n) -> a jitted
+    state -> (state, metrics [S, n, ...]) running n intervals; abstract_state(keys) -> the
+    state's `jax.ShapeDtypeStruct`s with their shardings; num_intervals of the whole run.
+    Chunks run in sequence give the same state and metrics as `mesh_train`."""
+
+    init: Callable[[PRNGKey], Any]
+    chunk: Callable[[int], Callable[[Any], tuple[Any, dict[str, Array]]]]
+    abstract_state: Callable[[PRNGKey], Any]
+    num_intervals: int
+
+
+def mesh_program(config: Any, mesh: Mesh,
+                 seed_indexed: Callable[[Array], Callable[[dict[str, Array]], None]] | None = None
+                 ) -> MeshProgram:
+    """`mesh_train`'s run split into init and chunks of intervals (see `MeshProgram`);
+    seed_indexed(seed_index) -> on_interval as for `mesh_train`."""
+    from diffrl_jax.training import make_program, run_intervals  # the trainers import this module
+
+    batch = BatchSharding(mesh)
+    seeds = seed_sharding(mesh)
+
+    def program(seed_index: Array | None):
+        callback = seed_indexed(seed_index) if seed_indexed is not None and seed_index is not None else None
+        return make_program(config, callback, batch)
+
+    def init(keys: PRNGKey) -> Any:
+        check_divisible(config, keys.shape[0], mesh)
+        return jax.vmap(program(None).init, spmd_axis_name=SEED_AXIS)(keys)
+
+    jitted_init = jax.jit(init, in_shardings=seeds, out_shardings=seeds)
+    chunks: dict[int, Callable[[Any], tuple[Any, dict[str, Array]]]] = {}
+
+    def chunk(num_intervals: int) -> Callable[[Any], tuple[Any, dict[str, Array]]]:
+        if num_intervals not in chunks:
+            def run(state: Any) -> tuple[Any, dict[str, Array]]:
+                num_seeds = jax.tree.leaves(state)[0].shape[0]
+
+                def one(ts, seed_index):
+                    return run_intervals(program(seed_index), ts, num_intervals)
+
+                return jax.vmap(one, spmd_axis_name=SEED_AXIS)(state, jnp.arange(num_seeds))
+
+            chunks[num_intervals] = jax.jit(run, in_shardings=seeds, out_shardings=seeds)
+        return chunks[num_intervals]
+
+    def abstract_state(keys: PRNGKey) -> Any:
+        shapes = jax.eval_shape(init, keys)
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=seeds), shapes)
+
+    return MeshProgram(init=jitted_init, chunk=chunk, abstract_state=abstract_state,
+                       num_intervals=program(None).num_intervals)

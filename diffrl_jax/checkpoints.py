@@ -1,0 +1,171 @@
+"""Full-state checkpoints of a training run with Orbax.
+
+A checkpoint holds three items under RUN/checkpoints/<env_steps>/:
+  state:   the whole training carry of every seed (parameters, optimiser states,
+           temperatures, normaliser statistics, replay buffer, environment states, RNG keys,
+           counters), sharded as the running program holds it;
+  history: the per-interval metrics so far, [seeds, intervals, ...] NumPy arrays, so a
+           resumed run's summary has the whole learning curve;
+  meta:    JSON: the recipe that rebuilds the run's config (algorithm, environment, preset,
+           overrides), the resolved config itself, seeds, mesh, intervals done, library
+           versions and the format version.
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a
+crash mid-save leaves no partial checkpoint behind that could be picked up; older ones are
+deleted only after a newer one is committed (`max_to_keep`). Reading one back checks the
+meta's format, that the state matches the expected shapes and that it is finite, and
+raises `CheckpointError` naming the checkpoint and what is wrong.
+"""
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT_VERSION = 1
+CHECKPOINT_SUBDIR = "checkpoints"
+_PACKAGES = ("diffrl_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "brax", "mujoco")
+
+__all__ = ["CHECKPOINT_SUBDIR", "CheckpointError", "CheckpointStore", "library_versions"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, incomplete or for another run."""
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the packages a checkpoint depends on."""
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class CheckpointStore:
+    """The checkpoints of one run directory (RUN/checkpoints), steps named by env steps per
+    seed. Every process of a multi-process run must make the same calls (saving is a
+    collective); Orbax writes the shared files from process 0."""
+
+    def __init__(self, run_dir: str | Path, max_to_keep: int | None = 2,
+                 async_save: bool = True, read_only: bool = False):
+        if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
+            raise ValueError(f"max_to_keep must be a positive integer or None, got {max_to_keep!r}")
+        self.directory = Path(run_dir).absolute() / CHECKPOINT_SUBDIR
+        if read_only and not self.directory.is_dir():
+            raise CheckpointError(f"no checkpoints in {Path(run_dir)} (expected a folder "
+                                  f"{self.directory})")
+        # read_only: no folder is created and nothing is saved (Orbax's own read_only mode
+        # only adds warnings)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=async_save,
+        )
+        self.read_only = read_only
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "history": ocp.StandardCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        })
+
+    def steps(self) -> list[int]:
+        """The complete checkpoints, oldest first."""
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Starts writing checkpoint `step` (returns before the files are written when async;
+        `wait` blocks). Refuses a state with non-finite floating-point values, so a
+        diverged run never replaces a good checkpoint."""
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only")
+        bad = nonfinite_leaves(state)
+        if bad:
+            raise CheckpointError(f"not saving checkpoint {step}: the training state has "
+                                  f"non-finite values in {bad[:5]}")
+        meta = dict(meta, format_version=FORMAT_VERSION, versions=library_versions())
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            history=ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()}),
+            meta=ocp.args.JsonSave(meta),
+        ), force=True)
+
+    def wait(self) -> None:
+        """Blocks until every started save is committed."""
+        self.manager.wait_until_finished()
+
+    def read_meta(self, step: int | None = None) -> tuple[int, dict[str, Any]]:
+        """(step, meta) of checkpoint `step` (default: the latest)."""
+        step = self._resolve(step)
+        try:
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as err:  # noqa: BLE001 - any read failure is reported the same way
+            raise self._unreadable(step, "meta", err) from err
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            version = meta.get("format_version") if isinstance(meta, dict) else None
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} has format version "
+                                  f"{version!r}; this diffrl_jax reads version {FORMAT_VERSION}")
+        return step, meta
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, np.ndarray]]:
+        """(state, metrics) of checkpoint `step`; abstract_state gives the expected tree,
+        shapes, dtypes and shardings (`jax.ShapeDtypeStruct` leaves)."""
+        step = self._resolve(step)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                history=ocp.args.StandardRestore(),
+            ))
+        except Exception as err:  # noqa: BLE001
+            raise self._unreadable(step, "state", err) from err
+        state, metrics = restored["state"], restored["history"]
+        mismatched = [
+            f"{jax.tree_util.keystr(path)}: {got.shape} {got.dtype} (expected {want.shape} {want.dtype})"
+            for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(state),
+                                         jax.tree.leaves(abstract_state))
+            if got.shape != want.shape or got.dtype != want.dtype
+        ]
+        if mismatched or jax.tree.structure(state) != jax.tree.structure(abstract_state):
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} holds a state of "
+                                  f"another shape than this run's: {mismatched[:5]}")
+        bad = nonfinite_leaves(state)
+        if bad:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} has non-finite values "
+                                  f"in {bad[:5]}; resume from an earlier one with --resume-step "
+                                  f"(available: {self.steps()})")
+        return state, {k: np.asarray(v) for k, v in metrics.items()}
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def _resolve(self, step: int | None) -> int:
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no complete checkpoint in {self.directory}")
+        if step is None:
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"no checkpoint {step} in {self.directory}; available: {steps}")
+        return step
+
+    def _unreadable(self, step: int, item: str, err: Exception) -> CheckpointError:
+        others = [s for s in self.steps() if s != step]
+        hint = f"; other checkpoints: {others} (choose one with --resume-step)" if others else ""
+        return CheckpointError(f"checkpoint {self.directory / str(step)} cannot be read ({item}: "
+                               f"{type(err).__name__}: {str(err)[:300]}){hint}")
+
+
+def nonfinite_leaves(tree: Any) -> list[str]:
+    """Paths of floating-point leaves holding NaN or infinity."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if hasattr(leaf, "dtype") and np.issubdtype(leaf.dtype, np.inexact):
+            if not bool(jax.numpy.all(jax.numpy.isfinite(leaf))):
+                bad.append(jax.tree_util.keystr(path))
+    return bad

@@ -1,0 +1,54 @@
+"""Evaluate a run's checkpoint: fresh episodes with the stochastic and the deterministic policy.
+
+    python experiments/evaluate.py --checkpoint runs/diffsac_pendulum --episodes 16
+
+--checkpoint is the run directory that experiments/train.py wrote (its checkpoints/ folder);
+--step picks a checkpoint (default: the latest). Prints the mean return per seed and mode and
+writes DIR/evaluation_<step>.json (or --out FILE). Exit status 2 on a missing, corrupt or
+mismatched checkpoint.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+from diffrl_jax.checkpoint_eval import evaluate_run, load_run
+from diffrl_jax.checkpoints import CheckpointError
+from diffrl_jax.experiment import enable_compilation_cache
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory of train.py")
+    p.add_argument("--step", type=int, default=None, help="checkpoint (env steps); default the latest")
+    p.add_argument("--episodes", type=int, default=16, help="episodes per seed and mode")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    p.add_argument("--out", default=None, help="output JSON (default DIR/evaluation_<step>.json)")
+    p.add_argument("--no-compile-cache", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        if not args.no_compile_cache:
+            enable_compilation_cache()
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        run = load_run(args.checkpoint, args.step)
+        result = evaluate_run(run, args.episodes, jax.random.PRNGKey(args.seed))
+    except (ValueError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"evaluation_{run.step}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"{result['algo']} {result['env']} checkpoint {run.step:,d} env steps, "
+          f"{args.episodes} episodes per seed and mode")
+    for mode in ("stochastic", "deterministic"):
+        per_seed = ", ".join(f"{x:.2f}" for x in result[mode]["return_mean_per_seed"])
+        print(f"  {mode:13s} return {result[mode]['return_mean']:9.2f}   per seed [{per_seed}]")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
