@@ -6,9 +6,9 @@ A checkpoint holds three items under RUN/checkpoints/<env_steps>/:
            counters), sharded as the running program holds it;
   history: the per-interval metrics so far, [seeds, intervals, ...] NumPy arrays, so a
            resumed run's summary has the whole learning curve;
-  meta:    JSON: the recipe that rebuilds the run's config (algorithm, environment, preset,
-           overrides), the resolved config itself, seeds, mesh, intervals done, library
-           versions and the format version.
+  meta:    JSON: the resolved config (all fields, nested ones included; it rebuilds the
+           run), algorithm, environment, seeds, mesh, intervals done, library versions and
+           the format version.
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a
 crash mid-save leaves no partial checkpoint behind that could be picked up; older ones are
 deleted only after a newer one is committed (`max_to_keep`). Reading one back checks the
@@ -17,15 +17,18 @@ raises `CheckpointError` naming the checkpoint and what is wrong.
 """
 
 import importlib.metadata
+import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 FORMAT_VERSION = 1
 CHECKPOINT_SUBDIR = "checkpoints"
+SUPERSEDED_SUBDIR = "superseded_checkpoints"
 _PACKAGES = ("diffrl_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "brax", "mujoco")
 
 __all__ = ["CHECKPOINT_SUBDIR", "CheckpointError", "CheckpointStore", "library_versions"]
@@ -92,9 +95,32 @@ class CheckpointStore:
         meta = dict(meta, format_version=FORMAT_VERSION, versions=library_versions())
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            history=ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()}),
+            # Orbax cannot store empty arrays (eval_mode_counts without reward peaks)
+            history=ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()
+                                           if np.asarray(v).size}),
             meta=ocp.args.JsonSave(meta),
         ), force=True)
+
+    def supersede_after(self, step: int) -> list[int]:
+        """Moves the checkpoints after `step` out of the way (into RUN/superseded_checkpoints/),
+        so a run resumed from an older checkpoint neither collides with them nor has
+        max_to_keep delete the one it resumed from. Returns the moved steps. Every process
+        calls it; process 0 moves the folders."""
+        later = [s for s in self.steps() if s > step]
+        if later and jax.process_index() == 0:
+            aside = self.directory.parent / SUPERSEDED_SUBDIR
+            aside.mkdir(exist_ok=True)
+            for s in later:
+                target = aside / str(s)
+                suffix = 1
+                while target.exists():
+                    target, suffix = aside / f"{s}.{suffix}", suffix + 1
+                shutil.move(str(self.directory / str(s)), str(target))
+        if later:
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("diffrl_jax_supersede_checkpoints")
+            self.manager.reload()
+        return later
 
     def wait(self) -> None:
         """Blocks until every started save is committed."""
@@ -162,10 +188,18 @@ class CheckpointStore:
 
 
 def nonfinite_leaves(tree: Any) -> list[str]:
-    """Paths of floating-point leaves holding NaN or infinity."""
-    bad = []
+    """Paths of floating-point leaves holding NaN or infinity (one compiled check)."""
+    paths, leaves = [], []
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if hasattr(leaf, "dtype") and np.issubdtype(leaf.dtype, np.inexact):
-            if not bool(jax.numpy.all(jax.numpy.isfinite(leaf))):
-                bad.append(jax.tree_util.keystr(path))
-    return bad
+            paths.append(jax.tree_util.keystr(path))
+            leaves.append(leaf)
+    if not leaves:
+        return []
+    finite = np.asarray(_all_finite_per_leaf(leaves))
+    return [p for p, ok in zip(paths, finite) if not ok]
+
+
+@jax.jit
+def _all_finite_per_leaf(leaves: list[Any]) -> Any:
+    return jax.numpy.stack([jax.numpy.all(jax.numpy.isfinite(x)) for x in leaves])

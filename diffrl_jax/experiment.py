@@ -15,11 +15,19 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from diffrl_jax.checkpoints import CHECKPOINT_SUBDIR, CheckpointError, CheckpointStore
+from diffrl_jax.checkpoints import (
+    CHECKPOINT_SUBDIR,
+    SUPERSEDED_SUBDIR,
+    CheckpointError,
+    CheckpointStore,
+    nonfinite_leaves,
+)
 from diffrl_jax.config_overrides import parse_overrides
 from diffrl_jax.envs import list_envs, peaks_of
+from diffrl_jax.envs.brax_core import BRAX_BACKENDS
 from diffrl_jax.parallel import (
     gather_to_host,
     global_seed_keys,
@@ -49,11 +57,16 @@ def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | No
     trainer = trainer_for(algo)
     if env not in list_envs():
         raise ConfigError(f"unknown environment {env!r}; allowed: {list_envs()}")
+    require_choice("config", "backend", backend, BRAX_BACKENDS)
     config = trainer.config_class(algo=algo, env=env, backend=backend)
     config = apply_overrides(config, named_preset_overrides(preset, algo, env))
     if total_steps is not None:
         overrides = dict(overrides, total_env_steps=total_steps)
     config = apply_overrides(config, overrides)
+    fixed = [item for item in settings if str(item).split("=", 1)[0].strip() in ("algo", "env", "backend")]
+    if fixed:
+        raise ConfigError(f"{fixed}: algo, env and backend choose the preset; give them as "
+                          f"--algo/--env/--backend (arguments of make_config), not as overrides")
     config = apply_overrides(config, parse_overrides(list(settings), config))
     return config.validate()
 
@@ -87,8 +100,13 @@ def config_from_dict(data: dict[str, Any]) -> Any:
                              f"another version of diffrl_jax?)")
         default, value = getattr(defaults, field.name), data[field.name]
         if dataclasses.is_dataclass(default):
-            nested = {f.name: value.get(f.name, getattr(default, f.name)) for f in dataclasses.fields(default)}
-            value = type(default)(**{k: tuple(v) if isinstance(v, list) else v for k, v in nested.items()})
+            names = {f.name for f in dataclasses.fields(default)}
+            if not isinstance(value, dict) or set(value) != names:
+                got = sorted(value) if isinstance(value, dict) else value
+                raise ValueError(f"the saved config's {field.name!r} has fields {got}, this "
+                                 f"diffrl_jax expects {sorted(names)}")
+            value = type(default)(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in value.items()})
         elif isinstance(value, list):
             value = tuple(value)
         values[field.name] = value
@@ -139,14 +157,16 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path:
 class RunOptions:
     """How a run is driven (none of it changes what is computed).
 
-    checkpoint_every: intervals between checkpoints (and the chunk of intervals compiled as
-    one program); 0: only at the end. max_to_keep: checkpoints kept (older ones are deleted
-    once a newer one is committed). metrics_formats: any of csv, jsonl, tensorboard, wandb.
-    progress: "bar" (a progress bar on a terminal, lines otherwise), "lines" or "none".
-    stop_after_steps: stop (with a checkpoint) once this many env steps per seed are done,
-    to continue later with resume. nan_patience: stop when some seed skipped more than half
-    of its updates (non-finite loss or gradients) in this many consecutive intervals.
-    plots: write learning_curve.png (and action_histogram.png on toy environments).
+    The driver runs one evaluation interval per call of the compiled program, so progress,
+    stop requests and the divergence check act after every interval.
+    checkpoint_every: intervals between checkpoints; 0: only at the end (and on a stop).
+    max_to_keep: checkpoints kept (older ones are deleted once a newer one is committed).
+    metrics_formats: any of csv, jsonl, tensorboard, wandb. progress: "bar" (a progress bar
+    on a terminal, lines otherwise), "lines" or "none". stop_after_steps: stop (with a
+    checkpoint) once this many env steps per seed are done, to continue later with resume.
+    nan_patience: stop when some seed skipped more than half of its updates (non-finite loss
+    or gradients) in this many consecutive intervals. plots: write learning_curve.png (and
+    action_histogram.png on toy environments).
     """
 
     checkpoint_every: int = 1
@@ -166,6 +186,8 @@ class RunOptions:
         require_choice("RunOptions", "progress", self.progress, PROGRESS_MODES)
         if self.stop_after_steps is not None:
             require_int_at_least("RunOptions", "stop_after_steps", self.stop_after_steps, 1)
+            if not self.checkpoints:
+                raise ConfigError("RunOptions.stop_after_steps needs checkpoints to resume from")
         unknown = [f for f in self.metrics_formats if f not in METRIC_FORMATS]
         if unknown:
             raise ConfigError(f"RunOptions.metrics_formats: unknown {unknown}; allowed: "
@@ -174,41 +196,54 @@ class RunOptions:
 
 
 class _StopRequests:
-    """Ctrl-C while training: the first one asks the run to stop after the current chunk of
-    intervals and write a checkpoint; a second one aborts at once."""
+    """Ctrl-C (SIGINT) or SIGTERM (time limits, preemption) while training: the first asks
+    the run to stop after the current interval and write a checkpoint; after it the signals'
+    default handling is back, so a second Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self.previous = None
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopRequests":
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after the current interval and writing a checkpoint "
-              "(Ctrl-C again aborts without one)", file=sys.stderr, flush=True)
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+        print(f"\n{signal.Signals(signum).name}: stopping after the current interval and writing "
+              f"a checkpoint (Ctrl-C again aborts without one)", file=sys.stderr, flush=True)
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop (every process must call this together)."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.int32(self.requested))
+        return bool(np.asarray(flags).any())
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
-def _resolve_run(given, out, resume, resume_step, num_seeds, store):
-    """(config, start step or None, meta) for a fresh run or a resumed one; `given`: the
-    config the arguments resolve to (None when only resuming)."""
-    if not resume:
-        if given is None:
-            raise ValueError("algo is required unless resuming")
-        if store is not None and store.steps():
-            raise CheckpointError(
-                f"{out} already holds checkpoints {store.steps()}; resume them with --resume "
-                f"{out} or write this run to another --out (nothing was overwritten)")
-        return given, None, None
+RUN_FILES = ("summary.json", "metrics.csv", "metrics.jsonl", CHECKPOINT_SUBDIR)
+
+
+def _refuse_existing_run(out: Path) -> None:
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing:
+        raise CheckpointError(
+            f"{out} already holds a run ({', '.join(existing)}); continue it with --resume "
+            f"{out} or write this run to another --out (nothing was overwritten)")
+
+
+def _resolve_resume(given, out, resume_step, num_seeds, seed, store):
+    """(config, start step, meta) of the run to resume; `given`: the config the arguments
+    resolve to (None when only resuming), which must equal the checkpoint's."""
     if store is None:
         raise ValueError("resuming needs checkpoints (do not disable them)")
     step, meta = store.read_meta(resume_step)
@@ -221,6 +256,8 @@ def _resolve_run(given, out, resume, resume_step, num_seeds, store):
                                   f"--algo/--env/--set to continue it as it was")
     if num_seeds is not None and num_seeds != meta["num_seeds"]:
         raise CheckpointError(f"the checkpoint holds {meta['num_seeds']} seeds, {num_seeds} given")
+    if seed is not None and seed != meta["seed"]:
+        raise CheckpointError(f"the checkpoint's run used seed {meta['seed']}, {seed} given")
     return saved, step, meta
 
 
@@ -231,19 +268,20 @@ def run_experiment(algo: str | None, env: str, total_steps: int | None,
                    options: RunOptions | None = None, resume: bool = False,
                    resume_step: int | None = None, **overrides: Any) -> dict[str, Any]:
     """Trains num_seeds seeds as one vmapped program on `mesh` (default: one device, see
-    `experiment_mesh`), in chunks of `options.checkpoint_every` intervals with a full-state
-    checkpoint after each; returns the summary, which the main process also writes to
-    OUT/summary.json.
+    `experiment_mesh`), one evaluation interval per call, with a full-state checkpoint every
+    `options.checkpoint_every` intervals; returns the summary, which the main process also
+    writes to OUT/summary.json (its "status": completed, stopped, interrupted or diverged).
 
-    resume: continue the run in `out` from its latest checkpoint (or `resume_step`); algo,
-    env and the config arguments may then be None / left out, and if given must match the
-    checkpoint's config. A resumed run computes exactly what the uninterrupted run would.
-    progress: True ("bar"), False ("none") or a mode of `RunOptions.progress`.
+    resume: continue the run in `out` from its latest checkpoint (or `resume_step`; later
+    checkpoints are then moved aside to OUT/superseded_checkpoints); algo, env and the config
+    arguments may be None, and if given must match the checkpoint's config. A resumed run
+    computes exactly what the uninterrupted run would. A fresh run refuses an `out` that
+    already holds a run. progress: True ("bar"), False ("none") or a mode name.
     """
     options = (options or RunOptions()).validate()
     if not isinstance(progress, str):
         progress = options.progress if progress else "none"
-    if not resume and (not isinstance(num_seeds, int) or num_seeds < 1):
+    if not resume and (isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1):
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
     out = Path(out)
     main = is_main_process()
@@ -253,33 +291,41 @@ def run_experiment(algo: str | None, env: str, total_steps: int | None,
                             **overrides)
     if resume and not (out / CHECKPOINT_SUBDIR).is_dir():
         raise CheckpointError(f"no complete checkpoint in {out / CHECKPOINT_SUBDIR}")
+    if not resume:
+        if given is None:
+            raise ValueError("algo is required unless resuming")
+        _refuse_existing_run(out)
     store = (CheckpointStore(out, options.max_to_keep, read_only=False)
              if options.checkpoints else None)
     try:
-        config, start_step, meta = _resolve_run(given, out, resume, resume_step, num_seeds, store)
-        if meta is not None:
+        config, start_step, meta = given, None, None
+        if resume:
+            config, start_step, meta = _resolve_resume(given, out, resume_step, num_seeds, seed, store)
             num_seeds, seed = meta["num_seeds"], meta["seed"]
+            moved = store.supersede_after(start_step)
+            if moved and main:
+                print(f"resuming from checkpoint {start_step}: the later checkpoints {moved} "
+                      f"were moved to {out / SUPERSEDED_SUBDIR}", file=sys.stderr, flush=True)
         seed = 0 if seed is None else seed
-        return _train_in_chunks(config, num_seeds, seed, out, progress, mesh, options, store,
-                                start_step, meta, main)
+        return _train(config, num_seeds, seed, out, progress, mesh, options, store,
+                      start_step, meta, main)
     finally:
         if store is not None:
             store.wait()
             store.close()
 
 
-def _train_in_chunks(config, num_seeds, seed, out, progress, mesh, options, store, start_step,
-                     meta, main):
+def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_step, meta, main):
     sched = schedule_of(config)
     mesh = experiment_mesh() if mesh is None else mesh
     check_divisible(config, num_seeds, mesh)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     num_intervals = config.num_evals
-    steps_per_interval = (sched["total_env_steps"] - sched.get("prefill_iters", 0) * config.num_envs) // num_intervals
     first_steps = sched.get("prefill_iters", 0) * config.num_envs  # env steps before interval 0
+    per_interval = (sched["total_env_steps"] - first_steps) // num_intervals
     done = 0 if meta is None else meta["intervals_done"]
-    start_env_steps = first_steps + done * steps_per_interval
+    start_env_steps = first_steps + done * per_interval
     sinks = make_sinks(out, options.metrics_formats,
                        resume_from_env_steps=start_env_steps if meta is not None else None,
                        wandb_project=options.wandb_project,
@@ -296,110 +342,125 @@ def _train_in_chunks(config, num_seeds, seed, out, progress, mesh, options, stor
     program = mesh_program(config, mesh, seed_indexed=seed_indexed)
     keys = global_seed_keys(seed, num_seeds, seed_sharding(mesh))
     abstract = program.abstract_state(keys)
-    every = options.checkpoint_every or num_intervals
-    compiled: dict[int, Any] = {}
-    compile_seconds = 0.0
     t_wall = time.perf_counter()
-
-    def chunk_fn(n: int):
-        nonlocal compile_seconds
-        if n not in compiled:
-            t = time.perf_counter()
-            compiled[n] = program.chunk(n).lower(abstract).compile()
-            compile_seconds += time.perf_counter() - t
-        return compiled[n]
-
+    t = time.perf_counter()
     history: dict[str, np.ndarray] = {}
     if meta is None:
-        t = time.perf_counter()
         state = program.init.lower(keys).compile()(keys)
-        compile_seconds += time.perf_counter() - t  # includes the (short) prefill
     else:
         state, history = store.restore(start_step, abstract)
-    chunk_fn(min(every, num_intervals - done)) if done < num_intervals else None
+    interval = program.chunk(1).lower(abstract).compile() if done < num_intervals else None
+    compile_seconds = time.perf_counter() - t  # the initial state's computation is small
     if main:
         seeds_axis, data_axis = mesh_shape(mesh)
+        what = (f"resuming {num_seeds} seed(s) from {start_env_steps:,d}" if meta else
+                f"training {num_seeds} seed(s)")
         reporter.compile_report(compile_seconds, (
-            f"{'resuming' if meta else 'training'} {num_seeds} seed(s) "
-            f"{'from ' + format(start_env_steps, ',d') + ' ' if meta else ''}"
-            f"to {sched['total_env_steps']:,d} env steps each on a {seeds_axis} x {data_axis} "
-            f"(seed x data) mesh"))
+            f"{what} to {sched['total_env_steps']:,d} env steps each on a {seeds_axis} x "
+            f"{data_axis} (seed x data) mesh"))
+
     status, message = "completed", None
-    last_saved = start_step
+    last_saved, saved_at = start_step, done
     monitor = DivergenceMonitor(num_seeds, sched["updates_per_interval"], options.nan_patience)
-    good_checkpoint = start_step
     train_seconds = 0.0
+
+    def save(env_steps: int) -> bool:
+        nonlocal last_saved, saved_at
+        bad = nonfinite_leaves(state)
+        if bad:
+            return False
+        store.save(env_steps, state, history, _meta(config, num_seeds, seed, mesh, done))
+        last_saved, saved_at = env_steps, done
+        return True
+
     reporter.start()
     with _StopRequests() as stop, reporter:
         while done < num_intervals:
-            n = min(every, num_intervals - done)
-            fn = chunk_fn(n)
             t = time.perf_counter()
-            state, metrics = fn(state)
+            state, metrics = interval(state)
             metrics = gather_to_host(jax.block_until_ready(metrics))
             train_seconds += time.perf_counter() - t
             history = _append_history(history, metrics)
-            done += n
-            env_steps = first_steps + done * steps_per_interval
+            done += 1
+            env_steps = first_steps + done * per_interval
             if monitor.update(metrics["nonfinite_updates"]):
                 status = "diverged"
-                message = (f"{monitor.describe()}; stopped at {env_steps:,d} env steps. Last "
-                           f"checkpoint from before: "
-                           f"{good_checkpoint if good_checkpoint is not None else 'none'}")
+                message = (f"{monitor.describe()}; stopped at {env_steps:,d} env steps without "
+                           f"checkpointing them. Last checkpoint from before: "
+                           f"{last_saved if last_saved is not None else 'none'}")
                 break
-            healthy = monitor.streak.max() == 0  # no checkpoints while updates are being skipped
-            if store is not None and healthy and (done % every == 0 or done == num_intervals
-                                                  or stop.requested or _past(options, env_steps)):
-                store.save(env_steps, state, history, _meta(config, num_seeds, seed, mesh, done))
-                last_saved = good_checkpoint = env_steps
-            if stop.requested and done < num_intervals:
+            stopping = stop.agreed() and done < num_intervals
+            stopping_as_asked = _past(options, env_steps) and done < num_intervals
+            finishing = done == num_intervals or stopping or stopping_as_asked
+            due = options.checkpoint_every and done - saved_at >= options.checkpoint_every
+            # no periodic checkpoints while updates are being skipped: the latest stays good
+            if store is not None and (finishing or (due and monitor.healthy())):
+                if not save(env_steps):
+                    status = "diverged"
+                    message = (f"the training state became non-finite at {env_steps:,d} env "
+                               f"steps (not saved). Last checkpoint from before: "
+                               f"{last_saved if last_saved is not None else 'none'}")
+                    break
+            if stopping:
                 status, message = "interrupted", f"interrupted at {env_steps:,d} env steps"
                 break
-            if _past(options, env_steps) and done < num_intervals:
+            if stopping_as_asked:
                 status, message = "stopped", f"stopped after {env_steps:,d} env steps as asked"
                 break
+    if store is not None:
+        store.wait()  # the summary names committed checkpoints only
     if message and main:
         resume_hint = (f"; continue with --resume {out}" if status in ("interrupted", "stopped")
-                       and last_saved is not None else "")
+                       else "")
         print(f"[{config.algo} {config.env}] {message}{resume_hint}", file=sys.stderr, flush=True)
     summary = build_summary(config, history, num_seeds, sched, compile_seconds, train_seconds,
                             time.perf_counter() - t_wall)
-    steps_this_run = (first_steps + done * steps_per_interval) - start_env_steps
-    summary["env_steps_per_second"] = steps_this_run * num_seeds / max(train_seconds, 1e-9)
+    steps_this_run = (first_steps + done * per_interval) - start_env_steps
+    summary["env_steps_per_second"] = (steps_this_run * num_seeds / train_seconds
+                                       if train_seconds > 0 else None)
     summary.update(
         status=status, message=message, intervals_done=done, num_intervals=num_intervals,
         seed=seed, resumed_from=start_step,
         checkpoints={"dir": str(store.directory) if store else None,
                      "steps": (store.steps() if store else []), "last": last_saved},
         mesh=dict(zip(mesh.axis_names, mesh_shape(mesh))), processes=jax.process_count(),
+        session_note="compile_seconds, train_seconds, wall_seconds and env_steps_per_second "
+                     "cover this session only (a resumed run's earlier sessions are not added)",
     )
+    plot_inputs = _plot_inputs(config, state) if options.plots else None  # a collective
     if main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if options.plots:
-            _write_plots(out, config, summary, state, num_seeds)
+            plot_run(out, summary, *plot_inputs)
     return summary
 
 
 class DivergenceMonitor:
     """Counts, per seed, consecutive intervals in which more than half of the updates were
-    skipped for non-finite losses or gradients; `update` is True once some seed reaches
-    `patience` such intervals."""
+    skipped for non-finite losses or gradients; `update` is True once some seed has had
+    `patience` such intervals in a row."""
 
     def __init__(self, num_seeds: int, updates_per_interval: int, patience: int):
         self.updates_per_interval, self.patience = updates_per_interval, patience
         self.streak = np.zeros(num_seeds, np.int64)
+        self.worst = np.zeros(num_seeds, np.int64)
 
     def update(self, nonfinite_updates: Any) -> bool:
         """nonfinite_updates [seeds, intervals]: skipped updates per interval, in order."""
         skipped = np.asarray(nonfinite_updates) > 0.5 * self.updates_per_interval
         for i in range(skipped.shape[1]):
             self.streak = np.where(skipped[:, i], self.streak + 1, 0)
-        return bool(self.streak.max() >= self.patience)
+            self.worst = np.maximum(self.worst, self.streak)
+        return bool(self.worst.max() >= self.patience)
+
+    def healthy(self) -> bool:
+        """No seed is in a run of skipped intervals now."""
+        return bool(self.streak.max() == 0)
 
     def describe(self) -> str:
-        worst = int(np.argmax(self.streak))
-        return (f"seed {worst} skipped more than half of its {self.updates_per_interval} updates "
-                f"(non-finite loss or gradients) in {int(self.streak[worst])} consecutive intervals")
+        seed = int(np.argmax(self.worst))
+        return (f"seed {seed} skipped more than half of its {self.updates_per_interval} updates "
+                f"(non-finite loss or gradients) in {int(self.worst[seed])} consecutive intervals")
 
 
 def _past(options: RunOptions, env_steps: int) -> bool:
@@ -407,11 +468,22 @@ def _past(options: RunOptions, env_steps: int) -> bool:
 
 
 def _append_history(history: dict[str, np.ndarray], metrics: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Per-interval metrics [seeds, intervals, ...] so far, extended by a chunk's."""
+    """Per-interval metrics [seeds, intervals, ...] so far, extended by a chunk's. Empty
+    metrics (eval_mode_counts where an environment has no reward peaks) are not stored in
+    checkpoints, so a restored history may lack them: they are re-created empty."""
     metrics = {k: np.asarray(v) for k, v in metrics.items()}
     if not history:
         return metrics
-    return {k: np.concatenate([history[k], metrics[k]], axis=1) for k in metrics}
+    done = next(iter(history.values())).shape[1]
+    out = {}
+    for k, v in metrics.items():
+        before = history.get(k)
+        if before is None:
+            if v.size:
+                raise CheckpointError(f"the restored metric history lacks {k!r}")
+            before = np.zeros(v.shape[:1] + (done,) + v.shape[2:], v.dtype)
+        out[k] = np.concatenate([before, v], axis=1)
+    return out
 
 
 def _meta(config, num_seeds, seed, mesh, intervals_done) -> dict[str, Any]:
@@ -421,16 +493,15 @@ def _meta(config, num_seeds, seed, mesh, intervals_done) -> dict[str, Any]:
             "config": config_to_dict(config)}
 
 
-def _write_plots(out: Path, config, summary, state, num_seeds) -> None:
-    """learning_curve.png; on toy environments also action_histogram.png of seed 0's final
-    policy at the environment's probe states."""
-    actions = labels = None
-    if peaks_of(config.env):
-        labels, obs = toy_probe_states(config.env, 4)
-        seed0 = jax.tree.map(lambda x: np.asarray(gather_to_host(x))[0],
-                             (state.policy_params, state.obs_stats))
-        actions = sample_policy_actions(config, seed0[0], seed0[1], obs, 512, jax.random.PRNGKey(0))
-    plot_run(out, summary, actions, labels)
+def _plot_inputs(config, state) -> tuple[Any, Any]:
+    """(actions, labels) for the action histogram: seed 0's final policy at a toy
+    environment's probe states; (None, None) elsewhere. Every process must call it."""
+    if not peaks_of(config.env):
+        return None, None
+    params, stats = gather_to_host((state.policy_params, state.obs_stats))
+    params, stats = jax.tree.map(lambda x: np.asarray(x)[0], (params, stats))
+    labels, obs = toy_probe_states(config.env, 4)
+    return sample_policy_actions(config, params, stats, obs, 512, jax.random.PRNGKey(0)), labels
 
 
 def build_summary(config, metrics, num_seeds, sched, compile_seconds, train_seconds, wall_seconds):
@@ -454,7 +525,8 @@ def build_summary(config, metrics, num_seeds, sched, compile_seconds, train_seco
         "final_eval_return_deterministic": [float(x) for x in metrics["eval_return_deterministic"][:, -1]],
         "eval_mode": {"final_eval_return": "stochastic", "final_eval_return_deterministic": "deterministic"},
         "eval_curve": curve,
-        "env_steps_per_second": sched["total_env_steps"] * num_seeds / train_seconds,
+        "env_steps_per_second": (sched["total_env_steps"] * num_seeds / train_seconds
+                                 if train_seconds > 0 else None),
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
         "wall_seconds": wall_seconds,

@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--out is required (or --resume DIR to continue a run)")
         if args.resume is not None and args.out is not None and args.out != args.resume:
             raise ValueError("--resume continues the run in its own directory; leave out --out")
+        if args.resume_step is not None and args.resume is None:
+            raise ValueError("--resume-step needs --resume DIR")
+        if args.list_fields and args.resume is not None:
+            raise ValueError("--list-fields shows the config of --algo/--env/--preset/--set; a "
+                             "checkpoint's config is in DIR/summary.json and its meta")
         config_args = dict(env=args.env or "brax/inverted_pendulum", backend=args.backend or "mjx",
                            total_steps=args.total_steps, preset=args.preset or "default",
                            settings=args.settings)
@@ -125,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         resume = args.resume is not None
         summary = run_experiment(
             algo=args.algo, out=args.resume if resume else args.out, mesh=mesh,
-            num_seeds=args.num_seeds if (resume or args.num_seeds) else 1, seed=args.seed,
+            num_seeds=args.num_seeds if args.num_seeds is not None else (None if resume else 1),
+            seed=args.seed,
             progress=options.progress, options=options, resume=resume,
             resume_step=args.resume_step, **config_args,
         )
-    except (ValueError, CheckpointError) as err:  # ConfigError, CheckpointError: bad input
+    except (ValueError, CheckpointError, ImportError) as err:  # bad input, missing wandb
         print(f"error: {err}", file=sys.stderr)
         return 2
     if is_main_process():

@@ -21,6 +21,8 @@ from diffrl_jax.checkpoint_eval import evaluate_run, load_run, seed_policy
 from diffrl_jax.checkpoints import CheckpointError, CheckpointStore
 from diffrl_jax.experiment import DivergenceMonitor, RunOptions, run_experiment
 
+from conftest import computed_once
+
 ROOT = Path(__file__).resolve().parents[1]
 ALGO, ENV, STEPS, SEEDS = "sac", "toy/bandit", 2000, 2
 QUIET = RunOptions(plots=False, metrics_formats=("jsonl",))
@@ -31,14 +33,20 @@ def _run(out, **kw):
     return run_experiment(ALGO, ENV, STEPS, SEEDS, 0, out, progress=False, options=options, **kw)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ckpt")
+def _three_runs(base: Path):
     full = _run(base / "full")
     stopped = _run(base / "resumed", options=RunOptions(plots=False, metrics_formats=("jsonl",),
                                                         stop_after_steps=1200))
     resumed = run_experiment(None, ENV, None, None, None, base / "resumed", progress=False,
                              options=QUIET, resume=True)
+    return full, stopped, resumed
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(directory, full run, stopped run, resumed run); the directory is read-only."""
+    (full, stopped, resumed), base = computed_once(tmp_path_factory, "test_checkpoints_runs",
+                                                   _three_runs)
     return base, full, stopped, resumed
 
 
@@ -83,8 +91,10 @@ def test_resume_refuses_a_different_config_and_fresh_runs_refuse_to_overwrite(ru
     with pytest.raises(CheckpointError, match=r"another config.*actor_lr"):
         run_experiment(ALGO, ENV, STEPS, SEEDS, 0, target, progress=False, options=QUIET,
                        resume=True, actor_lr=1e-2)
-    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+    with pytest.raises(CheckpointError, match=r"already holds a run \(summary.json, metrics.jsonl, checkpoints\)"):
         _run(target)
+    with pytest.raises(CheckpointError, match="used seed 0, 3 given"):
+        run_experiment(None, ENV, None, None, 3, target, progress=False, options=QUIET, resume=True)
     with pytest.raises(CheckpointError, match="holds 2 seeds, 3 given"):
         run_experiment(None, ENV, None, 3, None, target, progress=False, options=QUIET, resume=True)
     assert CheckpointStore(target, read_only=True).steps() == [1616, 1984]  # nothing lost
@@ -154,17 +164,53 @@ def test_seed_policy_and_in_process_evaluation(runs):
         seed_policy(run, 2)
 
 
+def test_resuming_from_an_older_checkpoint_moves_later_ones_aside_and_continues(runs, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(runs[0] / "full", target)
+    summary = run_experiment(None, ENV, None, None, None, target, progress=False, options=QUIET,
+                             resume=True, resume_step=1616)
+    assert summary["status"] == "completed" and summary["resumed_from"] == 1616
+    assert summary["final_eval_return"] == runs[1]["final_eval_return"]  # the same run again
+    assert CheckpointStore(target, read_only=True).steps() == [1616, 1984]
+    assert (target / "superseded_checkpoints" / "1984").is_dir()  # the old 1984, kept aside
+    # resuming a finished run trains nothing and reports it complete
+    again = run_experiment(None, ENV, None, None, None, target, progress=False, options=QUIET,
+                           resume=True)
+    assert again["status"] == "completed" and again["intervals_done"] == 4
+    assert again["env_steps_per_second"] is None and again["eval_curve"] == summary["eval_curve"]
+
+
+def test_empty_metrics_are_left_out_of_checkpoints_and_recreated(tmp_path):
+    from diffrl_jax.experiment import _append_history
+    store = CheckpointStore(tmp_path)
+    history = {"eval_return": np.ones((2, 3)), "eval_mode_counts": np.zeros((2, 3, 0))}
+    store.save(5, {"w": jnp.ones(2)}, history, {"note": "x"})
+    store.wait()
+    _, restored = store.restore(5, {"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
+    assert set(restored) == {"eval_return"}
+    extended = _append_history(restored, {"eval_return": np.ones((2, 1)),
+                                          "eval_mode_counts": np.zeros((2, 1, 0))})
+    assert extended["eval_return"].shape == (2, 4) and extended["eval_mode_counts"].shape == (2, 4, 0)
+    with pytest.raises(CheckpointError, match="lacks 'q_mean'"):
+        _append_history(restored, {"eval_return": np.ones((2, 1)), "q_mean": np.ones((2, 1))})
+
+
 def test_divergence_monitor_counts_consecutive_bad_intervals():
     monitor = DivergenceMonitor(num_seeds=2, updates_per_interval=10, patience=2)
     assert not monitor.update(np.array([[6.0, 0.0], [0.0, 0.0]]))  # seed 0: bad then good
     assert not monitor.update(np.array([[6.0], [5.0]]))  # 5 of 10 is not more than half
     assert monitor.update(np.array([[10.0], [0.0]]))  # seed 0: two in a row
     assert "seed 0" in monitor.describe() and "2 consecutive" in monitor.describe()
+    late = DivergenceMonitor(num_seeds=1, updates_per_interval=10, patience=2)
+    assert late.update(np.array([[9.0, 9.0, 0.0]]))  # a streak inside one report counts
+    assert late.healthy()
 
 
 def test_a_run_that_keeps_producing_nans_stops_without_saving_a_bad_state(tmp_path):
+    # validation refuses a plain NaN reward scale; an array value (as in a traced sweep)
+    # is not checked there, so it reaches the compiled program and makes every loss NaN
     summary = run_experiment(ALGO, ENV, STEPS, SEEDS, 0, tmp_path, progress=False,
-                             options=QUIET, settings=["reward_scale=nan"])
+                             options=QUIET, reward_scale=np.float32("nan"))
     assert summary["status"] == "diverged" and summary["intervals_done"] == 2
     assert "non-finite" in summary["message"] and "Last checkpoint from before: none" in summary["message"]
     per_interval = summary["config"]["updates_per_step"] * 23  # 23 iterations per interval

@@ -15,13 +15,20 @@ pytestmark = pytest.mark.slow
 LEAN = RunOptions(checkpoint_every=0, metrics_formats=(), plots=False)
 
 
-@pytest.mark.parametrize("algo", ["sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo"])
+# One seed for the off-policy algorithms (minutes each on 2 CPU cores; every seed of the
+# preset reaches 1000), two for the cheaper on-policy ones.
+PENDULUM_SEEDS = {"sac": 1, "diffsac": 1, "wpo": 1, "diffwpo": 1, "ppo": 2, "diffppo": 2}
+
+
+@pytest.mark.parametrize("algo", list(PENDULUM_SEEDS))
 def test_inverted_pendulum_reaches_800(algo, tmp_path):
-    summary = run_experiment(algo, "brax/inverted_pendulum", None, 2, 0, tmp_path, progress=False,
-                             options=LEAN)
+    seeds = PENDULUM_SEEDS[algo]
+    summary = run_experiment(algo, "brax/inverted_pendulum", None, seeds, 0, tmp_path,
+                             progress=False, options=LEAN)
     final = np.asarray(summary["final_eval_return"])
     assert final.mean() >= 800, summary["eval_curve"]
-    assert summary["nonfinite_env_steps"] == [0, 0]
+    assert summary["nonfinite_env_steps"] == [0] * seeds
+    assert summary["nonfinite_updates"] == [0] * seeds
 
 
 @pytest.mark.parametrize("algo", ["diffsac", "diffwpo", "diffppo"])

@@ -6,18 +6,11 @@ import csv
 import importlib.util
 import io
 import json
-import os
-import pickle
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: every xdist worker runs its own sweep
-    fcntl = None
 
 from diffrl_jax.experiment import make_config
 from diffrl_jax.sweep import (
@@ -35,6 +28,8 @@ from diffrl_jax.sweep import (
 )
 from diffrl_jax.training import train
 from diffrl_jax.validation import ConfigError
+
+from conftest import computed_once
 
 _CLI = Path(__file__).resolve().parents[1] / "experiments" / "sweep.py"
 _spec = importlib.util.spec_from_file_location("sweep_cli", _CLI)
@@ -67,16 +62,8 @@ def sweep(tmp_path_factory):
     Under pytest-xdist the tests using it may land on both workers; the first one runs the
     sweep and the other waits for it and loads the result (the pytest-xdist recipe for a
     session-wide fixture), so its three compiles are paid once."""
-    if "PYTEST_XDIST_WORKER" not in os.environ or fcntl is None:
-        out = tmp_path_factory.mktemp("sweep")
-        return (*_run_the_sweep(out), out)
-    root = tmp_path_factory.getbasetemp().parent  # shared by this session's workers
-    out, done = root / "test_sweep_run", root / "test_sweep_run.pickle"
-    with open(root / "test_sweep_run.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            done.write_bytes(pickle.dumps(_run_the_sweep(out)))
-        return (*pickle.loads(done.read_bytes()), out)
+    result, out = computed_once(tmp_path_factory, "test_sweep_run", _run_the_sweep)
+    return (*result, out)
 
 
 def test_members_order_files_and_plan(sweep):

@@ -54,6 +54,11 @@ def test_authors_preset_resolves_to_section_7(capsys):
     (["--preset", "nobody"], "invalid choice: 'nobody'"),
     (["--metrics", "csv,xml"], "unknown ['xml']"),
     (["--checkpoint-every", "-1"], "checkpoint_every must be an integer >= 0"),
+    (["--num-seeds", "0"], "num_seeds must be a positive integer"),
+    (["--set", "env=brax/ant"], "algo, env and backend choose the preset"),
+    (["--backend", "warp9"], "config.backend must be one of"),
+    (["--set", "reward_scale=nan"], "reward_scale must be a finite number"),
+    (["--stop-after-steps", "100", "--no-checkpoints"], "stop_after_steps needs checkpoints"),
 ])
 def test_bad_configuration_exits_2_naming_the_problem(argv, message, tmp_path, capsys):
     try:
@@ -75,3 +80,5 @@ def test_resume_flags_are_checked(tmp_path, capsys):
     assert "no complete checkpoint" in capsys.readouterr().err
     assert train.main(["--env", "toy/bandit", "--out", str(tmp_path)]) == 2
     assert "--algo is required" in capsys.readouterr().err
+    assert train.main(["--algo", "sac", "--out", str(tmp_path), "--resume-step", "5"]) == 2
+    assert "--resume-step needs --resume" in capsys.readouterr().err

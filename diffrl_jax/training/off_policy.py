@@ -119,6 +119,8 @@ class OffPolicyConfig:
             value = getattr(self, name)
             if isinstance(value, (int, float)):  # traced or batched values are checked by the caller
                 require_in_range(o, name, value, low, high, closed=True)
+        if _is_plain_number(self.reward_scale) and not math.isfinite(self.reward_scale):
+            raise ConfigError(f"{o}.reward_scale must be a finite number, got {self.reward_scale!r}")
         positive = ["actor_lr", "critic_lr", "alpha_lr", "max_grad_norm", "kl_bound",
                     "init_kl_coef", "kl_coef_lr"]
         if self.learn_alpha:

@@ -119,6 +119,8 @@ class OnPolicyConfig:
             value = getattr(self, name)
             if _is_plain_number(value):  # traced or batched values are checked by the caller
                 require_in_range(o, name, value, 0.0, 1.0, closed=True)
+        if _is_plain_number(self.reward_scale) and not math.isfinite(self.reward_scale):
+            raise ConfigError(f"{o}.reward_scale must be a finite number, got {self.reward_scale!r}")
         for name in ("actor_lr", "critic_lr", "entropy_coef_lr", "clip_eps", "max_grad_norm"):
             value = getattr(self, name)
             if _is_plain_number(value):
