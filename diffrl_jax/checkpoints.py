@@ -3,12 +3,13 @@
 A checkpoint holds three items under RUN/checkpoints/<env_steps>/:
   state:   the whole training carry of every seed (parameters, optimiser states,
            temperatures, normaliser statistics, replay buffer, environment states, RNG keys,
-           counters), sharded as the running program holds it;
+           counters), sharded as the running program holds it, stored as its non-empty
+           arrays by position (Orbax cannot store empty ones; they are re-created);
   history: the per-interval metrics so far, [seeds, intervals, ...] NumPy arrays, so a
            resumed run's summary has the whole learning curve;
   meta:    JSON: the resolved config (all fields, nested ones included; it rebuilds the
-           run), algorithm, environment, seeds, mesh, intervals done, library versions and
-           the format version.
+           run), algorithm, environment, seeds, mesh, intervals done, the state's layout
+           (path, shape, dtype of every array), library versions and the format version.
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a
 crash mid-save leaves no partial checkpoint behind that could be picked up; older ones are
 deleted only after a newer one is committed (`max_to_keep`). Reading one back checks the
@@ -26,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: state stored as its non-empty leaves by position, with its layout
 CHECKPOINT_SUBDIR = "checkpoints"
 SUPERSEDED_SUBDIR = "superseded_checkpoints"
 _PACKAGES = ("diffrl_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "brax", "mujoco")
@@ -92,9 +93,10 @@ class CheckpointStore:
         if bad:
             raise CheckpointError(f"not saving checkpoint {step}: the training state has "
                                   f"non-finite values in {bad[:5]}")
-        meta = dict(meta, format_version=FORMAT_VERSION, versions=library_versions())
+        meta = dict(meta, format_version=FORMAT_VERSION, versions=library_versions(),
+                    state_layout=state_layout(state))
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.StandardSave(_stored_leaves(state)),
             # Orbax cannot store empty arrays (eval_mode_counts without reward peaks)
             history=ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()
                                            if np.asarray(v).size}),
@@ -142,24 +144,25 @@ class CheckpointStore:
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, np.ndarray]]:
         """(state, metrics) of checkpoint `step`; abstract_state gives the expected tree,
         shapes, dtypes and shardings (`jax.ShapeDtypeStruct` leaves)."""
-        step = self._resolve(step)
+        step, meta = self.read_meta(step)
+        expected = state_layout(abstract_state)
+        if meta.get("state_layout") != expected:
+            saved = meta.get("state_layout") or []
+            show = lambda entry: f"{entry[0]} {tuple(entry[1])} {entry[2]}"  # noqa: E731
+            diff = [f"{show(a)} vs {show(b)}" for a, b in zip(saved, expected) if a != b][:5]
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} holds a state of another layout than "
+                f"this run's ({len(saved)} vs {len(expected)} arrays; first differences, saved vs "
+                f"expected: {'; '.join(diff) or 'none, but the counts differ'})")
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
+                state=ocp.args.StandardRestore(_stored_leaves(abstract_state)),
                 history=ocp.args.StandardRestore(),
             ))
         except Exception as err:  # noqa: BLE001
             raise self._unreadable(step, "state", err) from err
-        state, metrics = restored["state"], restored["history"]
-        mismatched = [
-            f"{jax.tree_util.keystr(path)}: {got.shape} {got.dtype} (expected {want.shape} {want.dtype})"
-            for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(state),
-                                         jax.tree.leaves(abstract_state))
-            if got.shape != want.shape or got.dtype != want.dtype
-        ]
-        if mismatched or jax.tree.structure(state) != jax.tree.structure(abstract_state):
-            raise CheckpointError(f"checkpoint {self.directory / str(step)} holds a state of "
-                                  f"another shape than this run's: {mismatched[:5]}")
+        state = _rebuild(abstract_state, restored["state"])
+        metrics = restored["history"]
         bad = nonfinite_leaves(state)
         if bad:
             raise CheckpointError(f"checkpoint {self.directory / str(step)} has non-finite values "
@@ -185,6 +188,32 @@ class CheckpointStore:
         hint = f"; other checkpoints: {others} (choose one with --resume-step)" if others else ""
         return CheckpointError(f"checkpoint {self.directory / str(step)} cannot be read ({item}: "
                                f"{type(err).__name__}: {str(err)[:300]}){hint}")
+
+
+def state_layout(tree: Any) -> list[list[Any]]:
+    """[path, shape, dtype] of every array leaf: what a checkpoint must match to be restored."""
+    return [[jax.tree_util.keystr(path), list(leaf.shape), str(np.dtype(leaf.dtype))]
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+def _stored_leaves(tree: Any) -> dict[str, Any]:
+    """The non-empty leaves by position ("00012"): Orbax cannot store zero-size arrays (e.g.
+    the actuator activations of a Brax system without any), which `_rebuild` re-creates."""
+    return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))
+            if int(np.prod(leaf.shape)) > 0}
+
+
+def _rebuild(abstract_state: Any, stored: dict[str, Any]) -> Any:
+    leaves, treedef = jax.tree.flatten(abstract_state)
+    out = []
+    for i, leaf in enumerate(leaves):
+        if int(np.prod(leaf.shape)) > 0:
+            out.append(stored[f"{i:05d}"])
+        else:
+            empty = np.zeros(leaf.shape, leaf.dtype)
+            sharding = getattr(leaf, "sharding", None)
+            out.append(jax.device_put(empty, sharding) if sharding is not None else jax.numpy.asarray(empty))
+    return jax.tree.unflatten(treedef, out)
 
 
 def nonfinite_leaves(tree: Any) -> list[str]:

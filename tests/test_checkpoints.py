@@ -184,10 +184,18 @@ def test_empty_metrics_are_left_out_of_checkpoints_and_recreated(tmp_path):
     from diffrl_jax.experiment import _append_history
     store = CheckpointStore(tmp_path)
     history = {"eval_return": np.ones((2, 3)), "eval_mode_counts": np.zeros((2, 3, 0))}
-    store.save(5, {"w": jnp.ones(2)}, history, {"note": "x"})
+    # Brax states can hold empty arrays (no actuator activations), as metrics can
+    state = {"w": jnp.arange(2.0), "act": jnp.zeros((2, 0)), "k": jnp.ones(3, jnp.uint32)}
+    store.save(5, state, history, {"note": "x"})
     store.wait()
-    _, restored = store.restore(5, {"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    back, restored = store.restore(5, abstract)
+    assert back["act"].shape == (2, 0) and back["k"].dtype == jnp.uint32
+    np.testing.assert_array_equal(back["w"], [0.0, 1.0])
     assert set(restored) == {"eval_return"}
+    other = dict(abstract, w=jax.ShapeDtypeStruct((3,), jnp.float32))
+    with pytest.raises(CheckpointError, match=r"another layout.*\['w'\] \(2,\) float32 vs \['w'\] \(3,\) float32"):
+        store.restore(5, other)
     extended = _append_history(restored, {"eval_return": np.ones((2, 1)),
                                           "eval_mode_counts": np.zeros((2, 1, 0))})
     assert extended["eval_return"].shape == (2, 4) and extended["eval_mode_counts"].shape == (2, 4, 0)
