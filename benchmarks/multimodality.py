@@ -1,0 +1,691 @@
+"""Multimodality: do the policies keep both reward modes of the toy environments, and how far
+is each learned action distribution from the Boltzmann target exp(R / alpha) / Z?
+
+    python benchmarks/multimodality.py [--envs toy/bandit toy/double_well]
+        [--algos sac diffsac wpo diffwpo ppo diffppo] [--seeds 4] [--seed 0]
+        [--samples 4096] [--bins 50] [--probe-states 4] [--set FIELD=VALUE ...]
+        [--out-dir DIR] [--out multimodality.json] [--quick]
+
+For every environment and algorithm, `--seeds` seeds are trained as one run with
+`diffrl_jax.experiment.run_experiment` into OUT_DIR/<env>/<algo> (no progress display,
+metrics.jsonl, its own plots, one checkpoint at the end). The final checkpoint is loaded
+(`checkpoint_eval.load_run`) and every seed's policy draws `--samples` actions at each probe
+state of the environment (`plots.toy_probe_states`: the bandit's one state; for the double
+well `--probe-states` headings spread over [-pi, pi) at t = 0), one vmapped sampling program
+per (env, algo) that computes what `plots.sample_policy_actions` computes for each seed.
+
+Settings. toy/bandit: the project's (algo, env) presets (`diffrl_jax.presets`).
+toy/double_well has no presets (the algorithm defaults are sized for MuJoCo tasks), so this
+benchmark gives it its own explicit small settings, `DOUBLE_WELL_SETTINGS` below, derived
+from the bandit presets (same networks, learning rates and temperatures) with discount 0.9
+(the episodes last 10 steps) and on-policy rollouts of whole 10-step episodes. They are
+UNTUNED: nobody has searched them for the double well. `--set FIELD=VALUE` adds overrides
+to every run (e.g. `--set total_env_steps=50000`).
+
+Metrics, per seed and probe state, over the first action dimension (the toys have one):
+  mode fractions     the share of sampled actions nearest each reward peak (-0.5, +0.5;
+                     a tie at 0 counts for the first peak), as `envs.toy.mode_fractions`.
+  near-peak shares   the share of all sampled actions within NEAR_PEAK_RADIUS = 0.1 (the
+                     bandit's bump width) of each peak. Mode fractions alone cannot tell
+                     two modes from one wide or near-uniform spread (each splits about
+                     50/50 by nearest peak); these shares, the KL and the return can.
+  histogram          p_j = counts / samples over BINS equal bins of [-1, 1] (`histogram_
+                     probabilities`; actions outside [-1, 1] or non-finite are dropped; the
+                     policies' actions are tanh-squashed, so none are).
+  Boltzmann target   q_j = int_{bin j} exp(s R(a) / alpha) da / Z on the same bins
+                     (`boltzmann_bin_probabilities`: the integral by the midpoint rule on 64
+                     points per bin, in log space, so small alpha cannot overflow), where
+                     s = config.reward_scale (1 here) and alpha is the run's final
+                     temperature (`final_temperature`): off-policy, exp(log_alpha) of the
+                     final state when alpha is learned, else the config's init_alpha;
+                     on-policy, the entropy coefficient c of the soft reward r - c l
+                     (exp(log_entropy_coef) when learned, else config.entropy_coef).
+                     R is the reward as a function of the action: for toy/bandit the
+                     two-bump reward, where every step is a whole episode (discount 0), so
+                     the target is exactly the MaxEnt-optimal policy. For toy/double_well it
+                     is the myopic (one-step) Boltzmann target of the quartic well reward. It
+                     is a reference: the discounted soft Q is R(a) plus the soft value of the
+                     next heading; that value does not depend on the heading in the exact
+                     solution (reward and dynamics are rotation-invariant), but a learned
+                     critic's estimate of it does, so a trained policy need not match it.
+                     Two more caveats for both toys: the Diff variants without the
+                     squash_log_det option (DiffSAC and DiffWPO; DiffPPO's settings here
+                     use it) measure entropy before the tanh squash, so their own MaxEnt optimum differs from this
+                     action-space target by the squash's Jacobian; and the diffusion entropy
+                     estimate H_hat is a lower bound, so the learned temperature is not the
+                     temperature of an exact MaxEnt solution.
+  KL                 KL(p || q) = sum_{j: p_j > 0} p_j log(p_j / q~_j) in nats, with
+                     q~_j = (q_j + EPS) / (1 + BINS EPS), EPS = KL_EPSILON = 1e-6: empty
+                     histogram bins contribute 0 (0 log 0 = 0), and target bins whose
+                     mass underflows (q_j ~ 0, small alpha, far from the peaks) get EPS so a
+                     stray sample there costs p_j log(p_j / EPS) instead of infinity. With
+                     N samples the plug-in estimate is biased upwards by about
+                     (occupied bins - 1) / (2 N) nats (~0.006 for 50 bins and 4096 samples).
+  histogram entropy  -sum_j p_j log(p_j / width_j): the differential entropy (nats) of the
+                     piecewise-constant density of the histogram, in action space (the same
+                     for the target: "target_histogram_entropy").
+Per seed: the final entropy estimate "entropy_hat" (the run's own H_hat, the "entropy"
+metric of the last interval in OUT_DIR/<env>/<algo>/metrics.jsonl: the mean over that
+interval's updates; for the Diff variants the lower bound of spec section 3, in pre-squash
+space unless squash_log_det), and the final stochastic evaluation return ("final_eval_return"
+of the run's summary: the mean over its num_eval_envs evaluation episodes).
+
+Verdict per (env, algo): for each seed and probe state take the smallest mode fraction (the
+share of the less used peak); average it over seeds and probe states; "both modes" if that
+average is >= MODE_THRESHOLD = 0.2, else "collapsed". (Taking the minimum per state first
+means a policy that picks the left peak at one heading and the right peak at another still
+counts as collapsed. The spec's multimodality test, section 6, asks for 25 % per mode.)
+
+Output: a printed table (mode fractions min / max: the means over seeds and states of the
+smaller and larger share; KL, entropies and return: means over seeds and states), JSON at
+--out with every per-seed, per-state number, the settings, the command line, JAX version,
+device and date, and per (env, algo) a PNG of the action histograms of every seed and state
+with the Boltzmann target's expected counts drawn over them
+(OUT_DIR/<env>/<algo>/multimodality_histograms.png; each run directory also holds the run's
+own learning_curve.png and action_histogram.png of seed 0).
+
+`--quick` is a smoke-sized run of the benchmark itself (it learns nothing): unless given,
+toy/bandit, ppo and diffppo, 2 seeds, 512 samples; every run shrunk by `quick_overrides`
+(2 intervals, a few hundred env steps, tiny networks, 2-step diffusion chains). On a CPU it
+takes about a minute, nearly all compilation. The full default run compiles and trains 12
+runs of 4 seeds: expect tens of minutes on a CPU.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffrl_jax.envs import peaks_of
+from diffrl_jax.envs.toy import bandit_reward, double_well_reward
+from diffrl_jax.checkpoint_eval import load_run
+from diffrl_jax.experiment import RunOptions, make_config, run_experiment
+from diffrl_jax.plots import ACTION_RANGE, action_histogram_figure, toy_probe_states
+from diffrl_jax.policies import GaussianPolicyConfig
+from diffrl_jax.presets import PPO_BANDIT_DIFFUSION, SMALL_DIFFUSION
+from diffrl_jax.training import ALGOS, trainer_for
+from diffrl_jax.training.collection import policy_obs
+
+# ---- definitions ------------------------------------------------------------------------
+
+DEFAULT_ENVS = ("toy/bandit", "toy/double_well")
+DEFAULT_ALGOS = ("sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo")
+DEFAULT_SEEDS = 4
+DEFAULT_SAMPLES = 4096
+DEFAULT_BINS = 50
+DEFAULT_PROBE_STATES = 4
+QUICK_ENVS = ("toy/bandit",)
+QUICK_ALGOS = ("ppo", "diffppo")
+QUICK_SEEDS = 2
+QUICK_SAMPLES = 512
+MODE_THRESHOLD = 0.2  # "both modes": mean over seeds and states of the smaller share >= this
+NEAR_PEAK_RADIUS = 0.1  # "near a peak": |a - peak| <= this
+KL_EPSILON = 1e-6  # probability added to every target bin (then renormalised) in the KL
+TARGET_SUBDIVISIONS = 64  # midpoint-rule points per bin for the target's bin integrals
+HISTOGRAM_FILE = "multimodality_histograms.png"
+
+# R(a) of each toy as a function of the (first) action; for the double well the reward of one
+# step, which does not depend on the heading.
+REWARD_OF_ACTION: dict[str, Callable[[Any], Any]] = {
+    "toy/bandit": bandit_reward,
+    "toy/double_well": double_well_reward,
+}
+
+
+# ---- the math (pure numpy) ----------------------------------------------------------------
+
+def histogram_probabilities(actions: Any, bins: int = DEFAULT_BINS,
+                            value_range: tuple[float, float] = ACTION_RANGE
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """actions [n] (or [n, A]: the first dimension) -> (p [bins], edges [bins + 1]): the share
+    of the finite actions inside value_range in each of `bins` equal bins (the last bin
+    includes the upper edge). ValueError when no action is counted."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ValueError(f"actions must have shape [n] or [n, action_dim], got {np.shape(actions)}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    counts = np.histogram(a[np.isfinite(a)], bins=edges)[0].astype(np.float64)
+    total = counts.sum()
+    if total == 0:
+        raise ValueError("no finite action inside the histogram's range")
+    return counts / total, edges
+
+
+def boltzmann_bin_probabilities(reward_fn: Callable[[Any], Any], alpha: float, edges: Any,
+                                reward_scale: float = 1.0,
+                                subdivisions: int = TARGET_SUBDIVISIONS) -> np.ndarray:
+    """q [bins]: the mass of the density p*(a) = exp(reward_scale * R(a) / alpha) / Z on
+    [edges[0], edges[-1]] in each bin: int_{bin j} exp(reward_scale R(a) / alpha) da, by the
+    midpoint rule on `subdivisions` equal sub-intervals per bin, normalised over the bins.
+    Computed as log-masses with the maximum subtracted (no overflow for small alpha).
+    reward_fn maps an array of actions to rewards. ValueError unless alpha > 0 is finite."""
+    alpha = float(alpha)
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"the Boltzmann target needs a finite temperature alpha > 0, got {alpha}")
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError("edges must be an increasing 1-D array of at least 2 values")
+    widths = np.diff(edges)
+    offsets = (np.arange(subdivisions) + 0.5) / subdivisions  # midpoints in [0, 1]
+    points = edges[:-1, None] + widths[:, None] * offsets[None, :]  # [bins, subdivisions]
+    rewards = np.asarray(reward_fn(points), dtype=np.float64).reshape(points.shape)
+    log_density = float(reward_scale) * rewards / alpha
+    top = np.max(log_density)
+    # log of the bin integral: log(width / subdivisions * sum exp(log_density))
+    with np.errstate(divide="ignore"):  # a bin whose mass underflows: log 0 = -inf, mass 0
+        log_mass = np.log(np.sum(np.exp(log_density - top), axis=1)) + np.log(widths / subdivisions)
+    mass = np.exp(log_mass - np.max(log_mass))
+    return mass / mass.sum()
+
+
+def kl_divergence(p: Any, q: Any, eps: float = KL_EPSILON) -> float:
+    """KL(p || q) in nats over bins: sum over bins with p_j > 0 of p_j log(p_j / q~_j), where
+    p and q are first normalised to sum 1 and q~_j = (q_j + eps) / (1 + bins * eps) (so an
+    empty or underflowed target bin under histogram mass gives a large finite term, not
+    infinity). Empty histogram bins contribute 0. >= 0; 0 iff p = q~."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"p and q must be 1-D of the same length, got {p.shape} and {q.shape}")
+    if np.any(p < 0) or np.any(q < 0) or p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("p and q must be non-negative with positive sums")
+    p = p / p.sum()
+    q = (q / q.sum() + eps) / (1.0 + p.size * eps)
+    mask = p > 0
+    return float(max(np.sum(p[mask] * np.log(p[mask] / q[mask])), 0.0))
+
+
+def histogram_entropy(p: Any, edges: Any) -> float:
+    """-sum_j p_j log(p_j / width_j) (nats): the differential entropy of the density that is
+    p_j / width_j on bin j (0 log 0 = 0)."""
+    p = np.asarray(p, dtype=np.float64)
+    widths = np.diff(np.asarray(edges, dtype=np.float64))
+    mask = p > 0
+    return float(-np.sum(p[mask] * np.log(p[mask] / widths[mask])))
+
+
+def mode_fractions(actions: Any, peaks: Sequence[float]) -> np.ndarray:
+    """actions [n] (or [n, A]: the first dimension) -> [P]: the share of the finite actions
+    nearest each peak (ties go to the earlier peak; zeros when no action is finite)."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[:, 0]
+    a = a[np.isfinite(a)]
+    if len(peaks) == 0:
+        raise ValueError("mode fractions need at least one peak")
+    if a.size == 0:
+        return np.zeros(len(peaks))
+    nearest = np.argmin(np.abs(a[:, None] - np.asarray(peaks, dtype=np.float64)[None, :]), axis=1)
+    return np.bincount(nearest, minlength=len(peaks)) / a.size
+
+
+def near_peak_fractions(actions: Any, peaks: Sequence[float],
+                        radius: float = NEAR_PEAK_RADIUS) -> np.ndarray:
+    """actions [n] (or [n, A]: the first dimension) -> [P]: the share of the finite actions
+    within `radius` of each peak (|a - peak| <= radius; zeros when no action is finite)."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[:, 0]
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return np.zeros(len(peaks))
+    near = np.abs(a[:, None] - np.asarray(peaks, dtype=np.float64)[None, :]) <= radius
+    return near.mean(axis=0)
+
+
+def target_mode_fractions(q: Any, edges: Any, peaks: Sequence[float]) -> np.ndarray:
+    """[P]: the target's bin masses q assigned to the peak nearest each bin's centre."""
+    centres = 0.5 * (np.asarray(edges[:-1]) + np.asarray(edges[1:]))
+    nearest = np.argmin(np.abs(centres[:, None] - np.asarray(peaks)[None, :]), axis=1)
+    return np.bincount(nearest, weights=np.asarray(q, dtype=np.float64), minlength=len(peaks))
+
+
+def verdict(smallest_fractions: Any, threshold: float = MODE_THRESHOLD) -> str:
+    """"both modes" if the mean of the smallest mode fraction of each (seed, state) is
+    >= threshold, else "collapsed"."""
+    values = np.asarray(smallest_fractions, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("a verdict needs at least one smallest mode fraction")
+    return "both modes" if float(np.mean(values)) >= threshold else "collapsed"
+
+
+# ---- run settings ---------------------------------------------------------------------------
+
+_DW_GAUSSIAN = GaussianPolicyConfig(hidden_sizes=(64, 64))
+_DW_OFF_POLICY = dict(
+    total_env_steps=16_000, num_envs=16, learning_starts=1_000, batch_size=256,
+    updates_per_step=4, num_evals=4, num_eval_envs=64, discount=0.9, normalize_obs=False,
+    actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, init_alpha=0.05, critic_hidden=(128, 128),
+)
+_DW_DIFF_OFF_POLICY = dict(
+    _DW_OFF_POLICY, total_env_steps=24_000, updates_per_step=8, diffusion=SMALL_DIFFUSION,
+    tau=0.05, max_grad_norm=0.5, critic_layer_norm=True, target_entropy_multiplier=4.0,
+)
+_DW_ON_POLICY = dict(
+    total_env_steps=64_000, num_envs=64, unroll_length=10, num_epochs=4, num_minibatches=4,
+    num_evals=4, num_eval_envs=64, discount=0.9, normalize_obs=False, critic_lr=1e-3,
+    value_hidden=(64, 64),
+)
+# Untuned explicit settings for toy/double_well (see the module docstring).
+DOUBLE_WELL_SETTINGS: dict[str, dict[str, Any]] = {
+    "sac": dict(_DW_OFF_POLICY, gaussian=_DW_GAUSSIAN),
+    "diffsac": dict(_DW_DIFF_OFF_POLICY),
+    "wpo": dict(_DW_OFF_POLICY, gaussian=_DW_GAUSSIAN, actor_lr=3e-3, init_alpha=0.01,
+                natural_gradient=True, policy_tau=0.05),
+    "diffwpo": dict(_DW_DIFF_OFF_POLICY, total_env_steps=16_000, learning_starts=2_000,
+                    natural_gradient=False, policy_tau=0.05, num_action_samples=1),
+    "ppo": dict(_DW_ON_POLICY, gaussian=_DW_GAUSSIAN, actor_lr=1e-3, entropy_coef=0.05),
+    "diffppo": dict(_DW_ON_POLICY, diffusion=PPO_BANDIT_DIFFUSION, actor_lr=3e-3,
+                    entropy_coef=0.1),
+}
+
+
+def benchmark_overrides(algo: str, env: str) -> dict[str, Any]:
+    """The keyword overrides of the benchmark's run of algo on env (on top of the (algo, env)
+    preset): none for toy/bandit (its presets), DOUBLE_WELL_SETTINGS for toy/double_well."""
+    if env == "toy/double_well":
+        return dict(DOUBLE_WELL_SETTINGS[algo])
+    if env == "toy/bandit":
+        return {}
+    raise ValueError(f"the multimodality benchmark covers {list(DEFAULT_ENVS)}, got {env!r}")
+
+
+def _is_off_policy(config: Any) -> bool:
+    return hasattr(config, "learn_alpha")
+
+
+def quick_overrides(config: Any) -> dict[str, Any]:
+    """Overrides that shrink a resolved config to a smoke run: 2 intervals of a few hundred
+    env steps (on-policy: 2 rollouts of 64 envs per interval), tiny networks and 2-step
+    diffusion chains (the other diffusion settings, e.g. prior_std, are kept)."""
+    small = dict(
+        num_evals=2, num_eval_envs=64,
+        diffusion=dataclasses.replace(config.diffusion, num_steps=2, hidden_sizes=(16,),
+                                      time_hidden=8),
+        gaussian=dataclasses.replace(config.gaussian, hidden_sizes=(16,)),
+    )
+    if _is_off_policy(config):
+        return dict(small, total_env_steps=256 + 2 * 16 * 16, num_envs=16, learning_starts=256,
+                    batch_size=64, updates_per_step=1, buffer_size=4096, critic_hidden=(32,))
+    return dict(small, total_env_steps=2 * 2 * 64 * config.unroll_length, num_envs=64,
+                num_epochs=1, num_minibatches=2, value_hidden=(32,))
+
+
+def run_overrides(algo: str, env: str, quick: bool, settings: Sequence[str] = ()) -> dict[str, Any]:
+    """All keyword overrides of one run: `benchmark_overrides`, then `quick_overrides` of the
+    config they give (with `settings` applied) when quick."""
+    overrides = benchmark_overrides(algo, env)
+    if quick:
+        base = make_config(algo, env, settings=settings, **overrides)
+        overrides.update(quick_overrides(base))
+    return overrides
+
+
+# ---- evaluating a trained run -----------------------------------------------------------
+
+def final_temperature(config: Any, state: Any, num_seeds: int) -> np.ndarray:
+    """[seeds]: the temperature at the end of training. Off-policy (SAC, WPO and Diff):
+    exp(state.log_alpha) when config.learn_alpha, else config.init_alpha; on-policy (PPO,
+    DiffPPO): the entropy coefficient, exp(state.log_entropy_coef) when
+    config.learn_entropy_coef, else config.entropy_coef."""
+    if _is_off_policy(config):
+        learned, log_value, fixed = config.learn_alpha, "log_alpha", config.init_alpha
+    else:
+        learned, log_value, fixed = (config.learn_entropy_coef, "log_entropy_coef",
+                                     config.entropy_coef)
+    if learned:
+        values = np.exp(np.asarray(getattr(state, log_value), dtype=np.float64))
+        return np.broadcast_to(values, (num_seeds,)).copy()
+    return np.full(num_seeds, float(fixed))
+
+
+def final_metric_per_seed(metrics_jsonl: str | Path, name: str, num_seeds: int) -> list[float | None]:
+    """[seeds]: metric `name` of the last interval in a run's metrics.jsonl (None where a seed
+    has no row or no finite value)."""
+    last: dict[int, tuple[int, Any]] = {}
+    with open(metrics_jsonl, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            seed, interval = int(row["seed"]), int(row["interval"])
+            if seed not in last or interval >= last[seed][0]:
+                last[seed] = (interval, row.get(name))
+    return [_finite_or_none(last[s][1]) if s in last else None for s in range(num_seeds)]
+
+
+def sample_seed_actions(config: Any, state: Any, obs: Any, num_samples: int,
+                        key: jax.Array) -> np.ndarray:
+    """[seeds, S, num_samples, action_dim]: every seed's stochastic actions at the raw
+    observations obs [S, obs_dim] (normalised with the seed's statistics when
+    config.normalize_obs), seed i with key jax.random.split(key, seeds)[i]; per seed the
+    computation of `plots.sample_policy_actions`, vmapped over the state's seed axis."""
+    _, policy, transform, _ = trainer_for(config.algo).build(config)
+    obs = jnp.asarray(obs, jnp.float32)
+    num_states, n = obs.shape[0], int(num_samples)
+    num_seeds = jax.tree.leaves(state.policy_params)[0].shape[0]
+
+    def one(params, stats, rng):
+        seen = policy_obs(stats, obs, config.normalize_obs)
+        flat = jnp.repeat(seen, n, axis=0)  # state-major, as sample_policy_actions
+        actions = transform.act(params, flat, rng, deterministic=False).action
+        return actions.reshape(num_states, n, policy.action_dim)
+
+    sample = jax.jit(jax.vmap(one))
+    return np.asarray(sample(state.policy_params, state.obs_stats, jax.random.split(key, num_seeds)))
+
+
+def _finite_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def analyse_actions(actions: np.ndarray, alphas: np.ndarray, env: str, labels: Sequence[str],
+                    bins: int, reward_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Per seed: per probe state the mode fractions, histogram, target, KL and entropies.
+    actions [seeds, S, n, A]; alphas [seeds]."""
+    peaks = peaks_of(env)
+    reward_fn = REWARD_OF_ACTION[env]
+    edges = np.linspace(*ACTION_RANGE, bins + 1)
+    per_seed = []
+    for i, seed_actions in enumerate(actions):
+        alpha = float(alphas[i])
+        target = None  # no target without a positive temperature (e.g. PPO with c = 0)
+        if math.isfinite(alpha) and alpha > 0:
+            target = boltzmann_bin_probabilities(lambda a: np.asarray(reward_fn(a)), alpha, edges,
+                                                 reward_scale)
+        states = []
+        for label, state_actions in zip(labels, seed_actions):
+            p, _ = histogram_probabilities(state_actions, bins)
+            fractions = mode_fractions(state_actions, peaks)
+            states.append({
+                "state": label,
+                "mode_fractions": [float(f) for f in fractions],
+                "min_mode_fraction": float(fractions.min()),
+                "max_mode_fraction": float(fractions.max()),
+                "near_peak_fractions": [float(f) for f in near_peak_fractions(state_actions, peaks)],
+                "kl_to_target": None if target is None else kl_divergence(p, target),
+                "histogram_entropy": histogram_entropy(p, edges),
+                "histogram": [float(x) for x in p],
+            })
+        per_seed.append({
+            "seed_index": i, "alpha": alpha, "states": states,
+            "target": None if target is None else [float(x) for x in target],
+            "target_mode_fractions": (None if target is None else
+                                      [float(x) for x in target_mode_fractions(target, edges, peaks)]),
+            "target_histogram_entropy": None if target is None else histogram_entropy(target, edges),
+        })
+    return per_seed
+
+
+def summarise(per_seed: list[dict[str, Any]], returns: Sequence[float],
+              entropies: Sequence[float | None]) -> dict[str, Any]:
+    """The row's aggregates: means over seeds and states, the worst seed, the verdict."""
+    cells = [s for seed in per_seed for s in seed["states"]]
+    smallest = [c["min_mode_fraction"] for c in cells]
+    return {
+        "mode_fraction_min_mean": float(np.mean(smallest)),
+        "mode_fraction_max_mean": float(np.mean([c["max_mode_fraction"] for c in cells])),
+        "mode_fraction_min_worst": float(np.min(smallest)),
+        "near_peak_min_mean": float(np.mean([min(c["near_peak_fractions"]) for c in cells])),
+        "kl_mean": _mean_or_none([c["kl_to_target"] for c in cells]),
+        "histogram_entropy_mean": float(np.mean([c["histogram_entropy"] for c in cells])),
+        "target_histogram_entropy_mean": _mean_or_none([s["target_histogram_entropy"] for s in per_seed]),
+        "entropy_hat_mean": _mean_or_none(list(entropies)),
+        "alpha_mean": _mean_or_none([s["alpha"] for s in per_seed]),
+        "return_mean": _mean_or_none([_finite_or_none(r) for r in returns]),
+        "seeds_both_modes": int(sum(verdict([c["min_mode_fraction"] for c in s["states"]])
+                                    == "both modes" for s in per_seed)),
+        "verdict": verdict(smallest),
+    }
+
+
+def plot_histograms(actions: np.ndarray, per_seed: list[dict[str, Any]], labels: Sequence[str],
+                    env: str, algo: str, bins: int, path: Path) -> Path:
+    """One panel per (seed, state): the sampled actions' histogram (`plots.
+    action_histogram_figure`) with the Boltzmann target's expected counts drawn over it."""
+    num_seeds, num_states, n = actions.shape[:3]
+    flat = actions.reshape((num_seeds * num_states,) + actions.shape[2:])
+    panel_labels = [f"seed {i}: {label}" for i in range(num_seeds) for label in labels]
+    fig = action_histogram_figure(
+        flat, panel_labels, peaks_of(env), bins=bins,
+        title=f"{algo}, {env}: {n} actions per panel")
+    edges = np.linspace(*ACTION_RANGE, bins + 1)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for k, ax in enumerate(axes[: num_seeds * num_states]):
+        seed = per_seed[k // num_states]
+        if seed["target"] is not None:
+            ax.stairs(np.asarray(seed["target"]) * n, edges, color="C3", lw=1.2,
+                      label="Boltzmann target")
+            ax.text(0.02, 0.97, f"alpha={seed['alpha']:.3g}", transform=ax.transAxes,
+                    fontsize="x-small", va="top")
+            if k == 0:
+                ax.legend(fontsize="x-small", loc="upper center")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def benchmark_one(env: str, algo: str, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    """Trains, loads, samples and analyses one (env, algo); the row of the result."""
+    overrides = run_overrides(algo, env, args.quick, args.set)
+    t0 = time.perf_counter()
+    summary = run_experiment(
+        algo, env, None, args.seeds, args.seed, run_dir, progress=False, settings=args.set,
+        options=RunOptions(checkpoint_every=0, max_to_keep=1, metrics_formats=("jsonl",),
+                           progress="none", plots=True),
+        **overrides)
+    train_wall = time.perf_counter() - t0
+    row: dict[str, Any] = {
+        "env": env, "algo": algo, "num_seeds": args.seeds, "run_dir": str(run_dir),
+        "status": summary["status"], "message": summary.get("message"),
+        "total_env_steps": summary["total_env_steps"],
+        "overrides": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                      for k, v in overrides.items()},
+        "config": summary["config"],
+        "compile_seconds": summary["compile_seconds"], "train_seconds": summary["train_seconds"],
+        "run_wall_seconds": train_wall,
+        "final_eval_return": summary["final_eval_return"],
+        "final_eval_return_deterministic": summary["final_eval_return_deterministic"],
+        "training_eval_mode_fractions": summary.get("mode_fractions"),
+    }
+    if summary["checkpoints"]["last"] is None:
+        row.update(verdict=None, error=f"no checkpoint to evaluate (status {summary['status']})")
+        return row
+    run = load_run(run_dir)
+    row["checkpoint_step"] = run.step
+    labels, obs = toy_probe_states(env, args.probe_states)
+    t0 = time.perf_counter()
+    actions = sample_seed_actions(run.config, run.state, obs, args.samples,
+                                  jax.random.PRNGKey(args.sample_seed))
+    alphas = final_temperature(run.config, run.state, args.seeds)
+    per_seed = analyse_actions(actions, alphas, env, labels, args.bins,
+                               float(run.config.reward_scale))
+    entropies = final_metric_per_seed(run_dir / "metrics.jsonl", "entropy", args.seeds)
+    for seed, ret, ent in zip(per_seed, summary["final_eval_return"], entropies):
+        seed["final_eval_return"] = _finite_or_none(ret)
+        seed["entropy_hat"] = ent
+    row["per_seed"] = per_seed
+    row.update(summarise(per_seed, summary["final_eval_return"], entropies))
+    row["histogram_png"] = str(plot_histograms(actions, per_seed, labels, env, algo, args.bins,
+                                               run_dir / HISTOGRAM_FILE))
+    row["analysis_seconds"] = time.perf_counter() - t0
+    return row
+
+
+# ---- output -------------------------------------------------------------------------------
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"multimodality: {result['num_seeds']} seed(s), {result['samples']} actions per seed "
+          f"and state, {result['bins']} bins, {result['device']}, jax {result['jax_version']}")
+    print(f"{'env':<16} {'algo':<8} {'seeds':>5} {'mode min':>8} {'mode max':>8} "
+          f"{'near min':>8} {'KL':>7} "
+          f"{'H_hat':>7} {'H_hist':>7} {'alpha':>8} {'return':>8}  verdict")
+    for row in result["rows"]:
+        print(f"{row['env']:<16} {row['algo']:<8} {row['num_seeds']:>5} "
+              f"{_fmt(row.get('mode_fraction_min_mean'), '.3f'):>8} "
+              f"{_fmt(row.get('mode_fraction_max_mean'), '.3f'):>8} "
+              f"{_fmt(row.get('near_peak_min_mean'), '.3f'):>8} "
+              f"{_fmt(row.get('kl_mean'), '.3f'):>7} "
+              f"{_fmt(row.get('entropy_hat_mean'), '.3f'):>7} "
+              f"{_fmt(row.get('histogram_entropy_mean'), '.3f'):>7} "
+              f"{_fmt(row.get('alpha_mean'), '.3g'):>8} "
+              f"{_fmt(row.get('return_mean'), '.3f'):>8}  "
+              f"{row.get('verdict') or row.get('error')}")
+    print(f"mode min / max: mean over seeds and probe states of the smaller / larger share of "
+          f"actions nearest a peak; verdict 'both modes' if mode min >= {MODE_THRESHOLD}. near "
+          f"min: the same mean of the smaller share within {NEAR_PEAK_RADIUS} of a peak. KL: "
+          f"KL(action histogram || Boltzmann target exp(R/alpha)/Z on the bins) in nats. "
+          f"H_hat: the run's final entropy estimate; H_hist: the histogram's differential "
+          f"entropy in action space. return: final stochastic evaluation return.")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=None,
+                        help=f"any of {' '.join(DEFAULT_ENVS)} (default: both)")
+    parser.add_argument("--algos", nargs="+", default=None,
+                        help=f"any of {' '.join(ALGOS)} (default: {' '.join(DEFAULT_ALGOS)})")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"seeds per run (default {DEFAULT_SEEDS}; --quick {QUICK_SEEDS})")
+    parser.add_argument("--seed", type=int, default=0, help="the runs' base seed (default 0)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help=f"actions per seed and probe state (default {DEFAULT_SAMPLES}; "
+                             f"--quick {QUICK_SAMPLES})")
+    parser.add_argument("--sample-seed", type=int, default=0, help="key of the action sampling")
+    parser.add_argument("--bins", type=int, default=DEFAULT_BINS,
+                        help=f"histogram bins over [-1, 1] (default {DEFAULT_BINS})")
+    parser.add_argument("--probe-states", type=int, default=DEFAULT_PROBE_STATES,
+                        help=f"double-well headings (default {DEFAULT_PROBE_STATES}; the bandit "
+                             f"has one state)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="config overrides for every run (as train.py's --set)")
+    parser.add_argument("--out-dir", default=None,
+                        help="where the runs and histograms go (OUT_DIR/<env>/<algo>); must not "
+                             "hold them already (default: runs/multimodality/<date-time>, git-ignored)")
+    parser.add_argument("--out", default="multimodality.json", help="the JSON result")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {' '.join(QUICK_ENVS)}, {' '.join(QUICK_ALGOS)}, "
+                             f"{QUICK_SEEDS} seeds, tiny runs (unless given otherwise)")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    if args.envs is None:
+        args.envs = list(QUICK_ENVS if quick else DEFAULT_ENVS)
+    if args.algos is None:
+        args.algos = list(QUICK_ALGOS if quick else DEFAULT_ALGOS)
+    if args.seeds is None:
+        args.seeds = QUICK_SEEDS if quick else DEFAULT_SEEDS
+    if args.samples is None:
+        args.samples = QUICK_SAMPLES if quick else DEFAULT_SAMPLES
+    for name, choices in (("envs", DEFAULT_ENVS), ("algos", ALGOS)):
+        values = getattr(args, name)
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            parser.error(f"unknown {name[:-1]}(s) {', '.join(map(repr, unknown))} in --{name}; "
+                         f"allowed: {', '.join(choices)}")
+        if len(set(values)) != len(values):
+            parser.error(f"--{name} lists a value twice: {' '.join(values)}")
+    for name in ("seeds", "samples", "bins", "probe_states"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.out_dir is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.out_dir = str(Path("runs") / "multimodality" / stamp)
+    out_dir = Path(args.out_dir)
+    taken = [str(out_dir / env / algo) for env in args.envs for algo in args.algos
+             if (out_dir / env / algo).exists() and any((out_dir / env / algo).iterdir())]
+    if taken:
+        parser.error(f"--out-dir already holds runs in {', '.join(taken)}; give a fresh --out-dir")
+    # every config is resolved (and so validated) before anything is trained
+    for env in args.envs:
+        for algo in args.algos:
+            make_config(algo, env, settings=args.set,
+                        **run_overrides(algo, env, args.quick, args.set))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(argv)
+    out_dir = Path(args.out_dir)
+    t_start = time.perf_counter()
+    rows = []
+    for env in args.envs:
+        for algo in args.algos:
+            row = benchmark_one(env, algo, args, out_dir / env / algo)
+            rows.append(row)
+            print(f"[{env} {algo}] {row['status']}, {row['total_env_steps']:,d} env steps/seed, "
+                  f"compile {row['compile_seconds']:.1f}s, train {row['train_seconds']:.1f}s: "
+                  f"{row.get('verdict') or row.get('error')}", flush=True)
+    device = jax.devices()[0]
+    result = {
+        "benchmark": "multimodality",
+        "command": shlex.join(["python", "benchmarks/multimodality.py", *argv]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "jax_version": jax.__version__,
+        "device": device.device_kind, "platform": device.platform,
+        "quick": args.quick, "envs": args.envs, "algos": args.algos,
+        "num_seeds": args.seeds, "base_seed": args.seed, "samples": args.samples,
+        "sample_seed": args.sample_seed, "bins": args.bins, "probe_states": args.probe_states,
+        "settings": args.set, "out_dir": str(out_dir),
+        "definitions": {
+            "mode_threshold": MODE_THRESHOLD,
+            "verdict": f"'both modes' if the mean over seeds and probe states of the smallest "
+                       f"mode fraction is >= {MODE_THRESHOLD}, else 'collapsed'",
+            "mode_fractions": "share of sampled actions nearest each peak (ties: first peak)",
+            "near_peak_fractions": f"share of sampled actions within {NEAR_PEAK_RADIUS} of "
+                                   f"each peak",
+            "target": "q_j = int_bin exp(reward_scale * R(a) / alpha) da / Z (midpoint rule, "
+                      f"{TARGET_SUBDIVISIONS} points per bin); alpha: final temperature "
+                      "(off-policy exp(log_alpha) or init_alpha; on-policy entropy coefficient)",
+            "target_double_well": "myopic (one-step) Boltzmann target of the reward as a "
+                                  "function of the action: a reference, not the learned "
+                                  "critic's soft-optimal policy",
+            "kl": f"KL(p || q~) = sum_(p_j > 0) p_j log(p_j / q~_j), q~ = (q + eps) / "
+                  f"(1 + bins eps), eps = {KL_EPSILON}; nats",
+            "histogram_entropy": "-sum_j p_j log(p_j / bin width), nats, action space",
+            "entropy_hat": "the run's 'entropy' metric (H_hat) of its last interval",
+            "return": "final stochastic evaluation return (summary final_eval_return)",
+            "double_well_settings": "DOUBLE_WELL_SETTINGS of the script: untuned",
+        },
+        "wall_seconds": None,
+        "rows": rows,
+    }
+    result["wall_seconds"] = time.perf_counter() - t_start
+    print_table(result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

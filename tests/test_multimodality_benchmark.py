@@ -1,0 +1,273 @@
+"""The multimodality benchmark: its math against hand-computed values, and one --quick run."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+import pytest
+
+from diffrl_jax.checkpoint_eval import load_run, seed_policy
+from diffrl_jax.envs.toy import BUMP_WIDTH, bandit_reward, double_well_reward
+from diffrl_jax.experiment import make_config
+from diffrl_jax.plots import sample_policy_actions, toy_probe_states
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "multimodality.py"
+_spec = importlib.util.spec_from_file_location("multimodality", _PATH)
+mm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mm)
+
+
+def np_bandit(a):
+    a = np.asarray(a, dtype=np.float64)
+    return (np.exp(-0.5 * ((a + 0.5) / BUMP_WIDTH) ** 2)
+            + np.exp(-0.5 * ((a - 0.5) / BUMP_WIDTH) ** 2))
+
+
+# ---- the math ---------------------------------------------------------------------------
+
+def test_histogram_probabilities():
+    actions = np.array([-1.0, -0.6, -0.4, 0.1, 0.5, 1.0, 1.5, np.nan])
+    p, edges = mm.histogram_probabilities(actions, bins=4)
+    np.testing.assert_allclose(edges, [-1.0, -0.5, 0.0, 0.5, 1.0])
+    # 1.5 and NaN are dropped; 1.0 (the upper edge) is in the last bin; 0.5 in the last bin
+    np.testing.assert_allclose(p, [2 / 6, 1 / 6, 1 / 6, 2 / 6])
+    p2, _ = mm.histogram_probabilities(actions[:, None], bins=4)  # [n, A] uses dimension 0
+    np.testing.assert_allclose(p2, p)
+    with pytest.raises(ValueError, match="no finite action"):
+        mm.histogram_probabilities([np.nan, 3.0], bins=4)
+    with pytest.raises(ValueError, match="bins"):
+        mm.histogram_probabilities([0.0], bins=0)
+
+
+def test_kl_uniform_against_uniform_is_zero():
+    bins = 50
+    p = np.full(bins, 1 / bins)
+    assert mm.kl_divergence(p, p) == pytest.approx(0.0, abs=1e-12)
+    assert mm.kl_divergence(3 * p, p) == pytest.approx(0.0, abs=1e-12)  # normalised first
+
+
+@pytest.mark.parametrize("bins", [2, 10, 50])
+def test_kl_of_one_bin_against_uniform_is_log_bins(bins):
+    p = np.zeros(bins)
+    p[3 % bins] = 1.0
+    # the epsilon keeps a uniform target uniform: (1/B + eps) / (1 + B eps) = 1/B
+    assert mm.kl_divergence(p, np.ones(bins)) == pytest.approx(math.log(bins), rel=1e-12)
+
+
+def test_kl_hand_values_and_epsilon():
+    # 0.75 log(0.75 / 0.5) + 0.25 log(0.25 / 0.5)
+    assert mm.kl_divergence([0.75, 0.25], [0.5, 0.5]) == pytest.approx(
+        0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-12)
+    # an empty target bin under histogram mass: q~ = eps / (1 + 2 eps), a finite KL
+    eps = mm.KL_EPSILON
+    expected = (0.5 * math.log(0.5 / ((1 + eps) / (1 + 2 * eps)))
+                + 0.5 * math.log(0.5 / (eps / (1 + 2 * eps))))
+    got = mm.kl_divergence([0.5, 0.5], [1.0, 0.0])
+    assert got == pytest.approx(expected, rel=1e-9) and math.isfinite(got)
+    assert got == pytest.approx(0.5 * math.log(0.5 / 1e-6) + 0.5 * math.log(0.5), rel=1e-5)
+    # an empty histogram bin contributes nothing (0 log 0 = 0); the epsilon moves eps of the
+    # target's mass into the empty bin: log((1 + 2 eps) / (1 + eps)) ~ eps
+    assert mm.kl_divergence([1.0, 0.0], [1.0, 0.0]) == pytest.approx(
+        math.log((1 + 2 * eps) / (1 + eps)), rel=1e-9)
+    with pytest.raises(ValueError):
+        mm.kl_divergence([1.0, 0.0], [1.0, 0.0, 0.0])
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # Gibbs: never negative
+        assert mm.kl_divergence(rng.random(7), rng.random(7)) >= 0.0
+
+
+def test_boltzmann_target_of_a_constant_reward_is_proportional_to_width():
+    q = mm.boltzmann_bin_probabilities(lambda a: np.zeros_like(a), 0.3, np.linspace(-1, 1, 11))
+    np.testing.assert_allclose(q, np.full(10, 0.1), rtol=1e-12)
+    q = mm.boltzmann_bin_probabilities(lambda a: np.ones_like(a), 0.3, [-1.0, 0.0, 0.5, 1.0])
+    np.testing.assert_allclose(q, [0.5, 0.25, 0.25], rtol=1e-12)
+
+
+def test_boltzmann_target_of_a_linear_reward_matches_the_integral():
+    # exp(a / alpha) over [lo, hi] integrates to alpha (exp(hi / alpha) - exp(lo / alpha))
+    alpha, edges = 0.5, np.linspace(-1, 1, 5)
+    q = mm.boltzmann_bin_probabilities(lambda a: a, alpha, edges)
+    exact = np.exp(edges[1:] / alpha) - np.exp(edges[:-1] / alpha)
+    np.testing.assert_allclose(q, exact / exact.sum(), rtol=1e-4)
+    # reward_scale s acts as alpha / s
+    np.testing.assert_allclose(mm.boltzmann_bin_probabilities(lambda a: a, 1.0, edges, 2.0), q,
+                               rtol=1e-12)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="alpha > 0"):
+            mm.boltzmann_bin_probabilities(lambda a: a, bad, edges)
+
+
+def test_bandit_target_has_two_symmetric_bumps_at_the_peaks():
+    edges = np.linspace(-1, 1, 51)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    for alpha in (0.05, 0.1, 0.5):
+        q = mm.boltzmann_bin_probabilities(np_bandit, alpha, edges)
+        assert q.sum() == pytest.approx(1.0)
+        np.testing.assert_allclose(q, q[::-1], rtol=1e-9, atol=1e-15)  # symmetric
+        left, right = q[centres < 0].sum(), q[centres > 0].sum()
+        assert left == pytest.approx(0.5, abs=1e-9) and right == pytest.approx(0.5, abs=1e-9)
+        # the two largest bins are the ones centred on -0.5 and +0.5
+        top = sorted(np.argsort(q)[-2:])
+        np.testing.assert_allclose(centres[top], [-0.5, 0.5], atol=1e-9)
+        assert q[np.argmin(np.abs(centres))] < q[top[0]]
+        np.testing.assert_allclose(mm.target_mode_fractions(q, edges, (-0.5, 0.5)), [0.5, 0.5],
+                                   atol=1e-9)
+    # a tiny temperature neither overflows nor loses the peaks
+    q = mm.boltzmann_bin_probabilities(np_bandit, 1e-4, edges)
+    assert np.all(np.isfinite(q))
+    assert q[np.argmin(np.abs(centres + 0.5))] == pytest.approx(0.5, abs=1e-6)
+    # the script's reward (the library's jax function) gives the same target
+    np.testing.assert_allclose(
+        mm.boltzmann_bin_probabilities(lambda a: np.asarray(bandit_reward(a)), 0.1, edges),
+        mm.boltzmann_bin_probabilities(np_bandit, 0.1, edges), rtol=1e-4, atol=1e-12)
+
+
+def test_double_well_target_is_symmetric_with_peaks_at_half():
+    edges = np.linspace(-1, 1, 51)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    q = mm.boltzmann_bin_probabilities(lambda a: np.asarray(double_well_reward(a)), 0.1, edges)
+    np.testing.assert_allclose(q, q[::-1], rtol=1e-5)
+    np.testing.assert_allclose(sorted(centres[np.argsort(q)[-2:]]), [-0.5, 0.5], atol=1e-9)
+
+
+def test_histogram_entropy():
+    p, edges = np.full(4, 0.25), np.linspace(-1, 1, 5)
+    assert mm.histogram_entropy(p, edges) == pytest.approx(math.log(2.0))  # uniform on [-1, 1]
+    one = np.array([0.0, 1.0, 0.0, 0.0])
+    assert mm.histogram_entropy(one, edges) == pytest.approx(math.log(0.5))  # width 0.5
+
+
+def test_mode_fractions_and_verdict():
+    actions = np.array([-0.9, -0.5, -0.1, 0.0, 0.2, 0.7, 0.9, np.nan])
+    # 0.0 is equidistant: the first peak; NaN is dropped
+    np.testing.assert_allclose(mm.mode_fractions(actions, (-0.5, 0.5)), [4 / 7, 3 / 7])
+    f = mm.mode_fractions(np.random.default_rng(0).uniform(-1, 1, 100), (-0.5, 0.5))
+    assert f.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(mm.mode_fractions([np.nan], (-0.5, 0.5)), [0.0, 0.0])
+    assert mm.MODE_THRESHOLD == 0.2
+    assert mm.verdict([0.2]) == "both modes"
+    assert mm.verdict([0.19]) == "collapsed"
+    assert mm.verdict([0.5, 0.0]) == "both modes"  # mean 0.25 >= 0.2
+    assert mm.verdict([0.3, 0.0]) == "collapsed"  # mean 0.15
+    with pytest.raises(ValueError):
+        mm.verdict([])
+
+
+def test_near_peak_fractions():
+    actions = np.array([-0.65, -0.55, -0.5, -0.41, 0.0, 0.45, 0.6, 0.95, np.nan])
+    # within 0.1 of -0.5: -0.55, -0.5, -0.41; of +0.5: 0.45, 0.6; of the 8 finite actions
+    np.testing.assert_allclose(mm.near_peak_fractions(actions, (-0.5, 0.5)), [3 / 8, 2 / 8])
+    # a uniform spread splits 50/50 by nearest peak but puts only ~10 % near each
+    uniform = np.linspace(-1, 1, 20001)
+    np.testing.assert_allclose(mm.mode_fractions(uniform, (-0.5, 0.5)), [0.5, 0.5], atol=1e-4)
+    np.testing.assert_allclose(mm.near_peak_fractions(uniform, (-0.5, 0.5)), [0.1, 0.1], atol=1e-3)
+
+
+def test_final_temperature_learned_or_fixed():
+    off = SimpleNamespace(learn_alpha=True, init_alpha=0.05)
+    state = SimpleNamespace(log_alpha=np.log([0.1, 0.2]))
+    np.testing.assert_allclose(mm.final_temperature(off, state, 2), [0.1, 0.2])
+    np.testing.assert_allclose(
+        mm.final_temperature(SimpleNamespace(learn_alpha=False, init_alpha=0.05), state, 2),
+        [0.05, 0.05])
+    on = SimpleNamespace(learn_entropy_coef=True, entropy_coef=0.1)
+    np.testing.assert_allclose(
+        mm.final_temperature(on, SimpleNamespace(log_entropy_coef=np.log([0.3, 0.4, 0.5])), 3),
+        [0.3, 0.4, 0.5])
+    np.testing.assert_allclose(
+        mm.final_temperature(SimpleNamespace(learn_entropy_coef=False, entropy_coef=0.1), None, 2),
+        [0.1, 0.1])
+
+
+def test_final_metric_is_the_last_interval_per_seed(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"interval": 0, "env_steps": 10, "seed": 0, "entropy": 1.0},
+            {"interval": 0, "env_steps": 10, "seed": 1, "entropy": 2.0},
+            {"interval": 1, "env_steps": 20, "seed": 1, "entropy": 3.0},
+            {"interval": 1, "env_steps": 20, "seed": 0, "entropy": float("nan")}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert mm.final_metric_per_seed(path, "entropy", 3) == [None, 3.0, None]
+
+
+def test_every_full_setting_resolves():
+    for env in mm.DEFAULT_ENVS:
+        for algo in mm.DEFAULT_ALGOS:
+            config = make_config(algo, env, **mm.benchmark_overrides(algo, env))
+            if env == "toy/bandit":
+                assert config == make_config(algo, env)  # the presets
+            else:
+                assert config.discount == 0.9 and config.num_evals == 4
+                assert not config.normalize_obs
+            quick = make_config(algo, env, **mm.run_overrides(algo, env, quick=True))
+            assert quick.num_evals == 2 and quick.total_env_steps < config.total_env_steps
+
+
+# ---- one quick run ----------------------------------------------------------------------
+
+def test_quick_run_writes_json_table_and_histograms(tmp_path, capsys):
+    out = tmp_path / "mm.json"
+    runs = tmp_path / "runs"
+    result = mm.main(["--quick", "--out-dir", str(runs), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["benchmark"] == "multimodality" and result["quick"] is True
+    assert result["envs"] == ["toy/bandit"] and result["algos"] == ["ppo", "diffppo"]
+    assert {"command", "date", "jax_version", "device", "definitions"} <= set(result)
+    assert result["command"].startswith("python benchmarks/multimodality.py --quick")
+    assert [r["algo"] for r in result["rows"]] == ["ppo", "diffppo"]
+    for row in result["rows"]:
+        assert row["status"] == "completed" and row["num_seeds"] == 2
+        assert row["verdict"] in ("both modes", "collapsed")
+        assert row["verdict"] == mm.verdict(
+            [s["min_mode_fraction"] for seed in row["per_seed"] for s in seed["states"]])
+        assert 0.0 <= row["mode_fraction_min_mean"] <= 0.5 <= row["mode_fraction_max_mean"] <= 1.0
+        assert row["kl_mean"] >= 0.0 and row["alpha_mean"] > 0
+        assert len(row["per_seed"]) == 2 and len(row["final_eval_return"]) == 2
+        for seed in row["per_seed"]:
+            assert seed["entropy_hat"] is not None and math.isfinite(seed["entropy_hat"])
+            assert sum(seed["target"]) == pytest.approx(1.0)
+            (state,) = seed["states"]  # the bandit has one state
+            assert sum(state["mode_fractions"]) == pytest.approx(1.0)
+            assert all(0.0 <= f <= m + 1e-12 for f, m in zip(state["near_peak_fractions"],
+                                                            state["mode_fractions"]))
+            assert sum(state["histogram"]) == pytest.approx(1.0)
+            assert len(state["histogram"]) == mm.DEFAULT_BINS
+            assert state["kl_to_target"] >= 0.0
+        assert Path(row["histogram_png"]).stat().st_size > 0
+        assert (Path(row["run_dir"]) / "action_histogram.png").exists()
+    ppo = result["rows"][0]
+    assert ppo["alpha_mean"] == pytest.approx(0.05)  # the bandit preset's fixed coefficient
+    printed = capsys.readouterr().out
+    assert "verdict" in printed and f"wrote {out}" in printed
+    assert any(line.startswith("toy/bandit       diffppo") for line in printed.splitlines())
+
+    # the vmapped sampler computes what plots.sample_policy_actions does for each seed
+    run = load_run(runs / "toy/bandit/ppo")
+    _, obs = toy_probe_states("toy/bandit", 1)
+    key = jax.random.PRNGKey(7)
+    vmapped = mm.sample_seed_actions(run.config, run.state, obs, 64, key)
+    _, params, stats = seed_policy(run, 1)
+    single = sample_policy_actions(run.config, params, stats, obs, 64, jax.random.split(key, 2)[1])
+    np.testing.assert_allclose(vmapped[1], single, atol=1e-5)
+
+    # a second run into the same directory is refused before any training
+    with pytest.raises(SystemExit):
+        mm.main(["--quick", "--out-dir", str(runs), "--out", str(tmp_path / "again.json")])
+    assert "already holds runs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--envs", "toy/bandit", "brax/ant"], "unknown env(s) 'brax/ant'"),
+    (["--algos", "ppo", "dqn"], "unknown algo(s) 'dqn'"),
+    (["--algos", "ppo", "ppo"], "lists a value twice"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--bins", "0"], "--bins must be >= 1"),
+])
+def test_invalid_input_is_refused(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        mm.main(argv + ["--out-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "x.json")])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
