@@ -16,6 +16,7 @@ from diffrl_jax.checkpoints import CheckpointStore
 from diffrl_jax.envs import peaks_of
 from diffrl_jax.experiment import config_from_dict, experiment_mesh
 from diffrl_jax.parallel import gather_to_host, global_seed_keys, mesh_program, seed_sharding
+from diffrl_jax.sweep import member_policy
 from diffrl_jax.training import trainer_for
 from diffrl_jax.training.evaluation import evaluate_policy
 from diffrl_jax.types import PRNGKey
@@ -56,9 +57,7 @@ def seed_policy(run: LoadedRun, seed_index: int) -> tuple[Any, Any, Any]:
     num_seeds = run.meta["num_seeds"]
     if not 0 <= seed_index < num_seeds:
         raise ValueError(f"seed_index {seed_index} out of range: the run has {num_seeds} seeds")
-    policy = trainer_for(run.config.algo).build(run.config)[1]
-    params, stats = jax.tree.map(lambda x: x[seed_index], (run.state.policy_params, run.state.obs_stats))
-    return policy, params, stats
+    return member_policy(run.config, run.state, seed_index)
 
 
 def evaluate_run(run: LoadedRun, episodes: int, key: PRNGKey | None = None) -> dict[str, Any]:

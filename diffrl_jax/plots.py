@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from diffrl_jax.envs import TOY_SPECS, RunningStats, peaks_of
-from diffrl_jax.training import off_policy, on_policy, trainer_for
+from diffrl_jax.training import trainer_for
 from diffrl_jax.training.collection import policy_obs
 from diffrl_jax.types import Params, PRNGKey
 
@@ -38,8 +38,6 @@ __all__ = [
 ACTION_RANGE = (-1.0, 1.0)
 LEARNING_CURVE_FILE = "learning_curve.png"
 ACTION_HISTOGRAM_FILE = "action_histogram.png"
-_BUILDERS = {**{algo: off_policy.build for algo in off_policy.OFF_POLICY_ALGOS},
-             **{algo: on_policy.build for algo in on_policy.ON_POLICY_ALGOS}}
 
 
 # ---- writing --------------------------------------------------------------------------------
@@ -200,10 +198,7 @@ def sample_policy_actions(config: Any, policy_params: Params, obs_stats: Running
     policy_params, obs_stats: one seed's (e.g. `state.policy_params`, `state.obs_stats` of
     `train`; index the seed axis of a vmapped run's state first).
     """
-    trainer = trainer_for(config.algo)  # ValueError for an unknown algorithm
-    build = getattr(trainer, "build", None) or _BUILDERS.get(config.algo)
-    if build is None:
-        raise ValueError(f"no build function for the trainer of {config.algo!r}")
+    build = trainer_for(config.algo).build  # ValueError for an unknown algorithm
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     _, policy, transform, _ = build(config)

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffrl_jax.experiment import build_summary, config_to_dict, make_config
-from diffrl_jax.training import OFF_POLICY_ALGOS, off_policy, on_policy, schedule_of, train
+from diffrl_jax.training import schedule_of, train, trainer_for
 from diffrl_jax.validation import ConfigError
 
 __all__ = [
@@ -421,10 +421,6 @@ def member_state(batched_state: Any, i: int) -> Any:
     return jax.tree.map(lambda x: x[i], batched_state)
 
 
-def _trainer_module(config: Any):
-    return off_policy if config.algo in OFF_POLICY_ALGOS else on_policy
-
-
 def member_policy(config: Any, batched_state: Any, i: int) -> tuple[Any, Any, Any]:
     """(policy, params, obs_stats) of member i: the policy object of config's trainer
     (`build(config)`; config may be the plain or the batched config, only static fields
@@ -432,7 +428,7 @@ def member_policy(config: Any, batched_state: Any, i: int) -> tuple[Any, Any, An
     policy.sample_chain(params, policy_obs(obs_stats, obs, config.normalize_obs), key)
     (`diffrl_jax.training.collection.policy_obs`; without normalize_obs the statistics are
     unused and obs go in raw)."""
-    policy = _trainer_module(config).build(config)[1]
+    policy = trainer_for(config.algo).build(config)[1]
     state = member_state(batched_state, i)
     return policy, state.policy_params, state.obs_stats
 
