@@ -26,7 +26,7 @@ from diffrl_jax.checkpoints import (
     nonfinite_leaves,
 )
 from diffrl_jax.config_overrides import parse_overrides
-from diffrl_jax.envs import list_envs, peaks_of
+from diffrl_jax.envs import check_env_name, list_envs, peaks_of
 from diffrl_jax.envs.brax_core import BRAX_BACKENDS
 from diffrl_jax.parallel import (
     gather_to_host,
@@ -36,6 +36,7 @@ from diffrl_jax.parallel import (
     mesh_program,
     mesh_shape,
     seed_sharding,
+    wait_for_all_processes,
 )
 from diffrl_jax.parallel.mesh import check_divisible
 from diffrl_jax.plots import plot_run, sample_policy_actions, toy_probe_states
@@ -56,6 +57,10 @@ def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | No
     `settings` ("field=value" / "nested.field=value" strings, as `--set` takes them)."""
     trainer = trainer_for(algo)
     if env not in list_envs():
+        try:
+            check_env_name(env)  # the specific reason (e.g. a playground/ task) if there is one
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         raise ConfigError(f"unknown environment {env!r}; allowed: {list_envs()}")
     require_choice("config", "backend", backend, BRAX_BACKENDS)
     config = trainer.config_class(algo=algo, env=env, backend=backend)
@@ -295,6 +300,8 @@ def run_experiment(algo: str | None, env: str, total_steps: int | None,
         if given is None:
             raise ValueError("algo is required unless resuming")
         _refuse_existing_run(out)
+    # Every process checks `out` before any process writes into it (a shared filesystem).
+    wait_for_all_processes("run_directory_checked")
     store = (CheckpointStore(out, options.max_to_keep, read_only=False)
              if options.checkpoints else None)
     try:
@@ -346,10 +353,13 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
     t = time.perf_counter()
     history: dict[str, np.ndarray] = {}
     if meta is None:
-        state = program.init.lower(keys).compile()(keys)
+        init = program.init.lower(keys).compile()
+        wait_for_all_processes("init_compiled")
+        state = init(keys)
     else:
         state, history = store.restore(start_step, abstract)
     interval = program.chunk(1).lower(abstract).compile() if done < num_intervals else None
+    wait_for_all_processes("interval_compiled")
     compile_seconds = time.perf_counter() - t  # the initial state's computation is small
     if main:
         seeds_axis, data_axis = mesh_shape(mesh)

@@ -21,6 +21,7 @@ from diffrl_jax.parallel.multihost import (
     initialize,
     is_main_process,
     process_info,
+    wait_for_all_processes,
 )
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "mesh_train",
     "parse_mesh_shape",
     "process_info",
+    "wait_for_all_processes",
     "seed_sharding",
 ]

@@ -19,7 +19,11 @@ from jax.experimental import multihost_utils
 from jax.sharding import Sharding
 
 __all__ = ["ProcessInfo", "gather_to_host", "global_seed_keys", "initialize", "is_main_process",
-           "process_info"]
+           "process_info", "wait_for_all_processes"]
+
+# How long `wait_for_all_processes` waits for the slowest process (compiling on a loaded host
+# can take minutes).
+BARRIER_TIMEOUT_SECONDS = 900
 
 
 class ProcessInfo(NamedTuple):
@@ -56,6 +60,27 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address, num_processes, process_id, local_device_ids)
     return process_info()
+
+
+def wait_for_all_processes(name: str, timeout_seconds: int = BARRIER_TIMEOUT_SECONDS) -> None:
+    """Blocks until every process reached the barrier `name` (a no-op with one process).
+
+    Call it between compiling a program and running it the first time: on CPU, the first
+    cross-process collective of a program sets up a gloo context that waits only 30 s for
+    the other processes (fixed in XLA), so a process that finished compiling early would time
+    out while another is still compiling. This barrier runs on the coordination service
+    instead, with `timeout_seconds`. `name` must be new for each barrier of a run.
+    """
+    if jax.process_count() == 1:
+        return
+    # jax.distributed exposes no barrier with a timeout; its client (the coordination service
+    # that jax.distributed.initialize started) has one.
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError("wait_for_all_processes: jax.distributed is not initialized")
+    client.wait_at_barrier(f"diffrl_jax_{name}", timeout_seconds * 1000)
 
 
 def global_seed_keys(seed: int, num_seeds: int, sharding: Sharding) -> jax.Array:
