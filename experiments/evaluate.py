@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
         run = load_run(args.checkpoint, args.step)
         result = evaluate_run(run, args.episodes, jax.random.PRNGKey(args.seed))
-    except (ValueError, CheckpointError) as err:
+    except (ValueError, CheckpointError, ImportError) as err:  # ImportError: mujoco_playground
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"evaluation_{run.step}.json"

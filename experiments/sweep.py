@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                   total_steps=args.total_steps, max_members_per_chunk=args.max_members_per_chunk,
                   memory_fraction=args.memory_fraction, progress=not args.quiet,
                   preset=args.preset, settings=args.settings)
-    except ValueError as err:  # includes ConfigError: bad names or values
+    except (ValueError, ImportError) as err:  # ConfigError: bad names or values; ImportError: a
+        # missing optional package (mujoco_playground)
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}/sweep.json, {args.out}/sweep.csv and {args.out}/members/*/summary.json")

@@ -29,6 +29,7 @@ from diffrl_jax.envs import (
     mode_fractions,
     normalize,
     peaks_of,
+    playground_env_names,
     update_stats,
 )
 
@@ -361,9 +362,9 @@ def test_list_envs_names_every_brax_env_and_the_toys():
     names = list_envs()
     for env_name in ("inverted_pendulum", "ant", "halfcheetah", "hopper", "reacher"):
         assert f"brax/{env_name}" in names
-    assert {f"brax/{n}" for n in brax_env_names()} | {"toy/bandit", "toy/double_well"} == set(
-        names
-    )
+    assert {f"brax/{n}" for n in brax_env_names()} | {"toy/bandit", "toy/double_well"} | set(
+        playground_env_names()  # playground/<Task>: tests/test_playground.py
+    ) == set(names)
     assert set(BRAX_BACKENDS) == {"mjx", "spring", "positional", "generalized"}
 
 

@@ -1,8 +1,16 @@
-"""Environment names -> `Environment`s: "brax/<env>" for every brax env, and the toy envs."""
+"""Environment names -> `Environment`s: "brax/<env>" for every brax env, "playground/<Task>"
+for MuJoCo Playground's DM Control suite (when mujoco_playground is installed), and the toy
+envs."""
 
 from diffrl_jax.envs.base import Environment
 from diffrl_jax.envs.brax_core import BRAX_BACKENDS, brax_env_names, make_brax_core
 from diffrl_jax.envs.episodes import make_environment
+from diffrl_jax.envs.playground import (
+    PLAYGROUND_PREFIX,
+    check_playground_task,
+    make_playground_core,
+    playground_env_names,
+)
 from diffrl_jax.envs.toy import TOY_SPECS
 from diffrl_jax.validation import require_int_at_least
 
@@ -10,8 +18,21 @@ BRAX_EPISODE_LENGTH = 1000
 
 
 def list_envs() -> list[str]:
-    """Every name `make_env` accepts, sorted."""
-    return sorted([f"brax/{n}" for n in brax_env_names()] + list(TOY_SPECS))
+    """Every name `make_env` accepts, sorted (playground/ names only when mujoco_playground
+    is installed; checking that imports nothing)."""
+    return sorted([f"brax/{n}" for n in brax_env_names()] + playground_env_names()
+                  + list(TOY_SPECS))
+
+
+def check_env_name(name: str) -> None:
+    """Raises unless `make_env` accepts `name`: for a playground/ name the specific reason
+    (mujoco_playground not installed: ImportError; a broken, unsupported or unknown task:
+    ValueError), otherwise a ValueError listing the registered names."""
+    if name in list_envs():
+        return
+    if name.startswith(PLAYGROUND_PREFIX):
+        check_playground_task(name[len(PLAYGROUND_PREFIX):])
+    raise ValueError(f"unknown environment {name!r}; registered: {list_envs()}")
 
 
 def make_env(
@@ -19,8 +40,10 @@ def make_env(
 ) -> Environment:
     """The batched, auto-resetting environment `name` (see `list_envs()`).
 
-    backend: brax's physics pipeline, one of BRAX_BACKENDS (toy envs accept and ignore it).
-    episode_length: the time limit; default 1000 for brax envs, the toy env's own otherwise.
+    backend: brax's physics pipeline, one of BRAX_BACKENDS (toy and playground envs accept
+        and ignore it; playground envs always run MJX's JAX implementation).
+    episode_length: the time limit; default 1000 for brax envs, the playground task's config
+        (1000 on every DM Control task), the toy env's own otherwise.
     """
     if backend not in BRAX_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {list(BRAX_BACKENDS)}")
@@ -30,6 +53,10 @@ def make_env(
         spec = TOY_SPECS[name]
         length = spec.episode_length if episode_length is None else episode_length
         return make_environment(name, spec.make_core(length), length)
+    if name.startswith(PLAYGROUND_PREFIX):
+        core, default_length = make_playground_core(name[len(PLAYGROUND_PREFIX):])
+        length = default_length if episode_length is None else episode_length
+        return make_environment(name, core, length)
     prefix = "brax/"
     if name.startswith(prefix) and name[len(prefix):] in brax_env_names():
         core = make_brax_core(name[len(prefix):], backend)
