@@ -1,0 +1,263 @@
+"""A reproduction's results (`diffrl_jax.reproduction.reproduce`) as files: results.json,
+results.md (markdown tables ready to paste) and figures (per-task learning curves: IQM line
+and confidence band per algorithm over env steps; IQM intervals per task and across tasks).
+
+Figures are drawn on `matplotlib.figure.Figure` with an explicit Agg canvas (no pyplot), as
+in `diffrl_jax.plots`.
+"""
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["format_interval", "format_number", "interval_figure", "learning_curves_figure",
+           "markdown_tables", "write_results"]
+
+RESULTS_JSON, RESULTS_MD, PLOTS_DIR = "results.json", "results.md", "plots"
+INTERVALS_FILE = "iqm_intervals.png"
+_GAUSSIAN_OF = {"diffsac": "sac", "diffwpo": "wpo", "diffppo": "ppo"}
+
+
+# ---- numbers ----------------------------------------------------------------------------------
+
+def format_number(x: float | None, signed: bool = False) -> str:
+    """4 significant digits without an exponent for |x| in [1e-3, 1e4), whole numbers above,
+    "-" for None or non-finite; signed: a leading "+" on positive numbers."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    sign = "+" if signed and x > 0 else ""
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e4:
+        return f"{sign}{x:.0f}"
+    if abs(x) >= 1e-3:
+        return f"{sign}{x:.4g}"
+    return f"{sign}{x:.2e}"
+
+
+def format_interval(stat: Mapping[str, Any] | None, signed: bool = False) -> str:
+    """"IQM [low, high]" of an {"iqm", "ci_low", "ci_high"} entry."""
+    if not stat:
+        return "-"
+    return (f"{format_number(stat['iqm'], signed)} [{format_number(stat['ci_low'], signed)}, "
+            f"{format_number(stat['ci_high'], signed)}]")
+
+
+def _row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header))] + [_row(r) for r in rows]
+
+
+def _cell(entry: Mapping[str, Any], metric: str) -> str:
+    return format_interval(entry[metric]) if entry.get("usable") else entry["status"]
+
+
+def _steps_run(task: Mapping[str, Any]) -> str:
+    steps = sorted({e["total_env_steps"] for e in task["algos"].values() if "total_env_steps" in e})
+    if not steps:
+        return "-"
+    return f"{steps[0]:,d}" if len(steps) == 1 else f"{steps[0]:,d}–{steps[-1]:,d}"
+
+
+def _seeds(task: Mapping[str, Any]) -> str:
+    seeds = sorted({e["num_seeds"] for e in task["algos"].values() if "num_seeds" in e})
+    return ", ".join(map(str, seeds)) or "-"
+
+
+def _pair_cells(pair: Mapping[str, Any]) -> list[str]:
+    if "unavailable" in pair:
+        return ["-", f"n/a ({pair['unavailable']})", "-", "n/a"]
+    return [format_interval(pair["final"], signed=True), f"Diff {pair['final']['verdict']}",
+            format_interval(pair["auc"], signed=True), f"Diff {pair['auc']['verdict']}"]
+
+
+def markdown_tables(results: Mapping[str, Any]) -> str:
+    """results.md: final-return and AUC tables (raw returns, IQM over seeds [CI]), Diff -
+    Gaussian per task and pair, the normalised aggregate across tasks, and the runs (status,
+    env steps, seconds)."""
+    algos = results["options"]["algos"]
+    conf = f"{results['options']['confidence']:.0%}"
+    device = results.get("device", {})
+    lines = [
+        "# Diff vs Gaussian at equal environment-step budgets", "",
+        f"Command: `{results.get('command') or '(from Python)'}`  ",
+        f"Date {results.get('date')}, commit {results.get('git_commit') or 'unknown'}, device "
+        f"{device.get('kind')} ({device.get('platform')}), jax "
+        f"{results.get('versions', {}).get('jax')}.  ",
+        f"Cells: interquartile mean (IQM) over seeds [{conf} stratified-bootstrap percentile "
+        f"interval, {results['options']['bootstrap_resamples']} resamples]. Returns are "
+        f"stochastic-policy evaluation returns (summary.json final_eval_return). A verdict "
+        f"'Diff wins' means the interval of IQM(Diff) − IQM(Gaussian) lies above 0, 'loses' "
+        f"below, 'ties' otherwise.", "",
+    ]
+    tasks = results["tasks"]
+    for metric, title in (("final", "Final return (last evaluation, raw)"),
+                          ("auc", "Area under the curve (mean return over the common grid of "
+                                  "env steps, raw)")):
+        lines += [f"## {title}", ""]
+        lines += _table(["task", "env steps", "seeds"] + algos,
+                        [[t["task"], _steps_run(t), _seeds(t)]
+                         + [_cell(t["algos"][a], metric) for a in algos] for t in tasks])
+        lines.append("")
+    pair_rows = [[t["task"], f"{p['diff']} − {p['base']}"] + _pair_cells(p)
+                 for t in tasks for p in t["pairs"]]
+    if pair_rows:
+        lines += ["## Diff − Gaussian per task (raw returns)", ""]
+        lines += _table(["task", "pair", "Δ final IQM", "final", "Δ AUC IQM", "AUC"], pair_rows)
+        lines.append("")
+    agg = results["aggregate"]
+    lines += ["## Across tasks (normalised: (return − low) / (high − low))", ""]
+    if agg["tasks"]:
+        ranges = ", ".join(f"{t} [{format_number(lo)}, {format_number(hi)}]"
+                           for t, (lo, hi) in agg["normalisation"].items())
+        lines.append(f"Tasks (range): {ranges}.  ")
+    else:
+        lines.append("No task has a score range and usable runs of every algorithm: no aggregate.  ")
+    if agg["excluded"]:
+        lines.append("Excluded: " + "; ".join(f"{e['task']} ({e['reason']})" for e in agg["excluded"]) + ".")
+    lines.append("")
+    if agg["tasks"]:
+        lines += _table(["algo", "final IQM", "AUC IQM"],
+                        [[a, format_interval(agg["algos"][a]["final"]),
+                          format_interval(agg["algos"][a]["auc"])] for a in algos])
+        lines.append("")
+        if agg["pairs"]:
+            lines += _table(["pair", "Δ final IQM", "final", "Δ AUC IQM", "AUC"],
+                            [[f"{p['diff']} − {p['base']}"] + _pair_cells(p) for p in agg["pairs"]])
+            lines.append("")
+    lines += ["## Runs", ""]
+    rows = []
+    for t in tasks:
+        for a in algos:
+            e = t["algos"][a]
+            rows.append([t["task"], a, e["status"], e.get("num_seeds", "-"),
+                         f"{e['total_env_steps']:,d}" if "total_env_steps" in e else "-",
+                         format_number(e.get("compile_seconds")), format_number(e.get("train_seconds")),
+                         format_number(e.get("env_steps_per_second"))])
+    lines += _table(["task", "algo", "status", "seeds", "env steps", "compile s", "train s",
+                     "env steps/s (all seeds)"], rows)
+    lines += ["", "Seconds and steps/s are those of each run's last session (summary.json)."]
+    return "\n".join(lines) + "\n"
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _style(algo: str, algos: Sequence[str]) -> dict[str, Any]:
+    """One colour per pair (Diff solid, Gaussian dashed) and per unpaired algorithm."""
+    family = _GAUSSIAN_OF.get(algo, algo)
+    families = list(dict.fromkeys(_GAUSSIAN_OF.get(a, a) for a in algos))
+    return {"color": f"C{families.index(family) % 10}",
+            "ls": "-" if algo in _GAUSSIAN_OF else "--"}
+
+
+def learning_curves_figure(task: Mapping[str, Any], algos: Sequence[str]) -> Figure:
+    """One task: per usable algorithm the IQM over seeds of the stochastic eval return at
+    its evaluation steps, with its pointwise bootstrap band."""
+    fig = _new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    drawn = False
+    for algo in algos:
+        e = task["algos"][algo]
+        if not e.get("usable"):
+            continue
+        style = _style(algo, algos)
+        curve = e["curve"]
+        steps = e["eval_steps"]
+        ax.plot(steps, curve["iqm"], lw=2.0, label=f"{algo} (n={e['num_seeds']})", **style)
+        ax.fill_between(steps, curve["ci_low"], curve["ci_high"], color=style["color"],
+                        alpha=0.15 if algo in _GAUSSIAN_OF else 0.25, lw=0)
+        drawn = True
+    if not drawn:
+        ax.text(0.5, 0.5, "no usable runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return (stochastic), IQM over seeds")
+    ax.set_title(f"{task['task']}: IQM and bootstrap interval")
+    ax.grid(True, alpha=0.3)
+    if drawn:
+        ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def _interval_panel(ax: Any, stats: Mapping[str, Mapping[str, Any] | None], algos: Sequence[str],
+                    title: str, xlabel: str) -> None:
+    for i, algo in enumerate(algos):
+        stat = stats.get(algo)
+        if not stat:
+            ax.text(0.0, i, f"  {algo}: no result", va="center", fontsize="x-small",
+                    transform=ax.get_yaxis_transform())
+            continue
+        style = _style(algo, algos)
+        ax.plot([stat["ci_low"], stat["ci_high"]], [i, i], color=style["color"], lw=4,
+                alpha=0.5 if algo in _GAUSSIAN_OF else 0.3, solid_capstyle="butt")
+        ax.plot([stat["iqm"]], [i], marker="o" if algo in _GAUSSIAN_OF else "s",
+                color=style["color"], ms=6)
+    ax.set_yticks(range(len(algos)), list(algos))
+    ax.set_ylim(len(algos) - 0.5, -0.5)
+    ax.set_title(title, fontsize="small")
+    ax.set_xlabel(xlabel, fontsize="small")
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def interval_figure(results: Mapping[str, Any]) -> Figure:
+    """IQM (marker) and interval (bar) of the final return per algorithm: one panel per task
+    (raw returns), and the normalised aggregate (final return and AUC) when there is one."""
+    algos = results["options"]["algos"]
+    agg = results["aggregate"]
+    panels = [(t["task"], {a: t["algos"][a].get("final") if t["algos"][a].get("usable") else None
+                           for a in algos}, "final return (raw)") for t in results["tasks"]]
+    if agg["tasks"]:
+        for metric, name in (("final", "final return"), ("auc", "AUC")):
+            panels.append((f"across {len(agg['tasks'])} task(s), normalised",
+                           {a: agg["algos"][a][metric] for a in algos}, f"{name} (normalised)"))
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig = _new_figure(4.0 * columns, 0.35 * len(algos) * rows + 1.2 * rows + 0.4)
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, (title, stats, xlabel) in zip(axes, panels):
+        _interval_panel(ax, stats, algos, title, xlabel)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"IQM over seeds and {results['options']['confidence']:.0%} bootstrap intervals")
+    return fig
+
+
+def _file_name(task: str) -> str:
+    return "learning_curves_" + "".join(c if c.isalnum() else "_" for c in task) + ".png"
+
+
+def write_results(results: Mapping[str, Any], out: str | Path, dpi: int = 110) -> dict[str, Any]:
+    """Writes OUT/results.json (results and, under "markdown", the tables), OUT/results.md
+    and OUT/plots/ (a learning-curve figure per task, iqm_intervals.png); returns their paths
+    and the markdown."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_tables(results)
+    (out / RESULTS_JSON).write_text(json.dumps(dict(results, markdown=markdown), indent=1))
+    (out / RESULTS_MD).write_text(markdown)
+    plots = out / PLOTS_DIR
+    plots.mkdir(exist_ok=True)
+    figures = []
+    for task in results["tasks"]:
+        path = plots / _file_name(task["task"])
+        learning_curves_figure(task, results["options"]["algos"]).savefig(path, format="png", dpi=dpi)
+        figures.append(path)
+    path = plots / INTERVALS_FILE
+    interval_figure(results).savefig(path, format="png", dpi=dpi)
+    figures.append(path)
+    return {"json": out / RESULTS_JSON, "markdown_path": out / RESULTS_MD, "markdown": markdown,
+            "figures": figures}

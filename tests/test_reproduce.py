@@ -1,0 +1,412 @@
+"""experiments/reproduce.py: argument errors before anything compiles, the aggregation on
+synthetic run directories (grid, AUC, IQMs, verdicts, exclusions), and one small end-to-end
+reproduction (toy/bandit, sac and diffsac, 2 seeds) whose tables are recomputed from the
+runs' summary.json files, resumed and re-aggregated."""
+
+import contextlib
+import importlib.util
+import io
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import computed_once
+from diffrl_jax import reproduction as rp
+from diffrl_jax.reproduction_report import format_interval, markdown_tables
+from diffrl_jax.score_stats import (
+    area_under_curve,
+    common_grid,
+    interpolate_curves,
+    iqm,
+    stratified_bootstrap_ci,
+)
+from diffrl_jax.training import schedule_of
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("cli_reproduce", ROOT / "experiments" / "reproduce.py")
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)
+
+
+# ---- task lists and planning ------------------------------------------------------------------
+
+def test_task_lists():
+    cpu, gpu = rp.TASK_LISTS["cpu"], rp.TASK_LISTS["gpu"]
+    assert [t.name for t in cpu] == ["brax/inverted_pendulum", "brax/reacher",
+                                     "playground/CartpoleSwingup", "playground/PendulumSwingup"]
+    dmc = [t for t in gpu if t.env.startswith("playground/")]
+    assert sorted(t.env.split("/")[1] for t in dmc) == sorted(
+        ["CheetahRun", "WalkerWalk", "WalkerRun", "WalkerStand", "FingerSpin", "FishSwim",
+         "HopperHop", "HopperStand", "AcrobotSwingup", "PendulumSwingup", "CartpoleSwingupSparse"])
+    assert {t.env for t in gpu} - {t.env for t in dmc} == {
+        f"brax/{e}" for e in ("ant", "halfcheetah", "hopper", "walker2d", "humanoid")}
+    for t in gpu:  # the authors' settings: 50M env steps, 8 seeds
+        assert (t.preset, t.budget, t.num_seeds) == ("authors", 50_000_000, 8)
+    assert all(t.score_range == (0.0, 1000.0) for t in dmc)
+
+
+def test_resolve_tasks():
+    assert rp.resolve_tasks("cpu") == list(rp.TASK_LISTS["cpu"])
+    two = rp.resolve_tasks("brax/inverted_pendulum, brax/reacher")
+    assert [t.name for t in two] == ["brax/inverted_pendulum", "brax/reacher"]
+    assert rp.resolve_tasks("gpu:playground/PendulumSwingup")[0].preset == "authors"
+    assert rp.resolve_tasks("cpu:playground/PendulumSwingup")[0].preset == "cpu"
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        rp.resolve_tasks("nope")
+    with pytest.raises(ValueError, match="several lists.*cpu:playground/PendulumSwingup"):
+        rp.resolve_tasks("playground/PendulumSwingup")
+    with pytest.raises(ValueError, match="twice"):
+        rp.resolve_tasks("brax/reacher,brax/reacher")
+    with pytest.raises(ValueError, match="twice"):
+        rp.resolve_tasks("cpu:playground/PendulumSwingup,gpu:playground/PendulumSwingup")
+
+
+def test_parse_algos_and_pairs():
+    assert rp.parse_algos(None) == ["sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo"]
+    assert rp.parse_algos("diffppo,ppo,sac") == ["diffppo", "ppo", "sac"]
+    assert rp.pairs_of(["diffppo", "ppo", "sac"]) == [("diffppo", "ppo")]
+    for bad, message in (("sac,foo", "unknown algorithm"), ("sac,sac", "twice"), (",", "unknown")):
+        with pytest.raises(ValueError, match=message):
+            rp.parse_algos(bad)
+
+
+def test_plan_runs_equal_budgets_scoped_settings_and_scaled_prefill(tmp_path):
+    task = rp.resolve_tasks("brax/inverted_pendulum")[0]
+    plans = rp.plan_runs([task], ["sac", "diffsac", "ppo"], tmp_path, num_seeds=3, seed=4,
+                         steps_scale=0.5, settings=["actor_lr=2e-3", "sac:critic_lr=5e-4"])
+    assert {p.total_steps for p in plans} == {20_480}
+    assert all(p.config.total_env_steps == 20_480 and p.config.num_evals == 8 for p in plans)
+    by = {p.algo: p for p in plans}
+    assert all(p.config.actor_lr == 2e-3 and p.num_seeds == 3 and p.seed == 4 for p in plans)
+    assert by["sac"].config.critic_lr == 5e-4 and by["diffsac"].config.critic_lr == 1e-3
+    assert by["sac"].config.learning_starts == 1000  # the preset's 2000, halved with the budget
+    assert by["sac"].run_dir == tmp_path / "brax" / "inverted_pendulum" / "sac"
+    kept = rp.plan_runs([task], ["sac"], tmp_path, steps_scale=0.5, settings=["learning_starts=300"])
+    assert kept[0].config.learning_starts == 300 and kept[0].num_seeds == task.num_seeds
+    assert rp.plan_runs([task], ["sac"], tmp_path, steps_scale=2.0)[0].config.learning_starts == 2000
+
+
+def test_every_pair_runs_the_same_env_steps():
+    tasks = [t for name in ("cpu", "gpu") for t in rp.TASK_LISTS[name] if t.env.startswith("brax/")]
+    plans = rp.plan_runs(tasks, rp.DEFAULT_ALGOS, "unused")
+    run = {(p.task.name, p.algo): schedule_of(p.config)["total_env_steps"] for p in plans}
+    for task in tasks:
+        for diff, base in rp.PAIRS:
+            assert run[task.name, diff] == run[task.name, base], (task.name, diff)
+        if task in rp.TASK_LISTS["cpu"]:  # PPO exactly, off-policy within one iteration per interval
+            assert run[task.name, "ppo"] == task.budget
+            assert task.budget - 16 * 8 < run[task.name, "sac"] <= task.budget
+
+
+# ---- CLI errors: exit 2 before anything compiles --------------------------------------------
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tasks", "nope"], "unknown task 'nope'"),
+    (["--tasks", "playground/PendulumSwingup"], "several lists"),
+    (["--algos", "sac,foo"], "unknown algorithm"),
+    (["--algos", "sac,sac"], "lists an algorithm twice"),
+    (["--steps-scale", "0"], "--steps-scale must be a finite number > 0"),
+    (["--steps-scale", "nan"], "--steps-scale must be a finite number > 0"),
+    (["--num-seeds", "0"], "--num-seeds must be >= 1"),
+    (["--bootstrap-resamples", "0"], "--bootstrap-resamples must be >= 1"),
+    (["--seed", "-1"], "must be >= 0"),
+    (["--set", "total_env_steps=5"], "--steps-scale instead"),
+    (["--set", "learning_rate=1e-3"], "task brax/inverted_pendulum, algo sac: unknown config field"),
+    (["--set", "ppo:num_epochs=0"], "algo ppo: .*num_epochs"),
+    (["--set", "dqn:actor_lr=1e-3"], "'dqn' is not an algorithm"),
+    (["--steps-scale", "0.001"], "algo sac: .*leaves no training steps"),
+    # mujoco_playground missing (ImportError) or too small a budget: exit 2 either way
+    (["--tasks", "cpu:playground/CartpoleSwingup", "--steps-scale", "1e-5"],
+     "task playground/CartpoleSwingup, algo sac: "),
+    (["--checkpoint-every", "-1"], "checkpoint_every"),
+    (["--resume", "--aggregate-only"], "leave out --resume"),
+])
+def test_cli_errors(tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    argv = ["--tasks", "brax/inverted_pendulum", "--algos", "sac,ppo", "--out", str(out)]
+    code = cli.main(argv + extra)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert re.search(message, err), err
+    assert not out.exists()  # nothing was written
+
+
+# ---- aggregation on synthetic runs ------------------------------------------------------------
+
+OFF_STEPS, ON_STEPS = [2000, 4000, 6000, 8000], [2048, 4096, 6144, 8192]
+
+
+def write_run(out, env, algo, final, steps=None, status="completed", curve=None):
+    """A summary.json as run_experiment writes it (the fields the aggregation reads), every
+    seed's curve constant at its final return unless curve [seeds, T] is given."""
+    steps = steps or (ON_STEPS if "ppo" in algo else OFF_STEPS)
+    final = np.asarray(final, dtype=float)
+    curve = np.repeat(final[:, None], len(steps), axis=1) if curve is None else np.asarray(curve, float)
+    directory = Path(out) / env / algo
+    directory.mkdir(parents=True)
+    summary = {
+        "algo": algo, "env": env, "status": status, "message": None if status == "completed" else status,
+        "num_seeds": len(final), "seed": 0, "total_env_steps": steps[-1],
+        "final_eval_return": curve[:, -1].tolist(),
+        "final_eval_return_deterministic": (curve[:, -1] + 1).tolist(),
+        "eval_curve": [{"env_steps": s, "return_mean": float(curve[:, i].mean()),
+                        "return_per_seed": curve[:, i].tolist(),
+                        "return_deterministic_per_seed": (curve[:, i] + 1).tolist()}
+                       for i, s in enumerate(steps)],
+        "train_seconds": 10.0, "compile_seconds": 5.0, "env_steps_per_second": 800.0, "config": {},
+    }
+    (directory / "summary.json").write_text(json.dumps(summary))
+
+
+WIN = ([90, 91, 92, 93, 94], [10, 11, 12, 13, 14])      # diffsac, sac
+LOSE = ([1, 2, 3, 4, 5], [50, 51, 52, 53, 54])           # diffwpo, wpo
+TIE = ([50, 60, 40, 55, 45], [52, 58, 42, 50, 48])       # diffppo, ppo
+ALGOS6 = ["sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo"]
+
+
+def synthetic(tmp_path):
+    """a, b: ranged tasks with all six algos (diffsac wins, diffwpo loses, diffppo ties);
+    c: no range; d: ranged, sac diverged, diffppo failed, diffwpo missing."""
+    out = tmp_path / "runs"
+    for env in ("toy/a", "toy/b", "toy/c"):
+        for (diff, base), (d, g) in zip([("diffsac", "sac"), ("diffwpo", "wpo"), ("diffppo", "ppo")],
+                                        [WIN, LOSE, TIE]):
+            write_run(out, env, diff, d)
+            write_run(out, env, base, g)
+    write_run(out, "toy/d", "sac", WIN[1], status="diverged")
+    write_run(out, "toy/d", "diffsac", WIN[0])
+    write_run(out, "toy/d", "wpo", LOSE[1])
+    (out / "toy/d/diffppo").mkdir(parents=True)
+    (out / "toy/d/diffppo" / rp.FAILURE_FILE).write_text(json.dumps({"error": "RuntimeError: boom"}))
+    write_run(out, "toy/d", "ppo", TIE[1])
+    tasks = [rp.Task("toy/a", 8192, 5, (0.0, 100.0)), rp.Task("toy/b", 8192, 5, (0.0, 200.0)),
+             rp.Task("toy/c", 8192, 5, None), rp.Task("toy/d", 8192, 5, (0.0, 100.0))]
+    return out, tasks
+
+
+def test_aggregation_verdicts_and_exclusions(tmp_path):
+    out, tasks = synthetic(tmp_path)
+    res = rp.results_of(tasks, ALGOS6, out, resamples=500)
+    a = res["tasks"][0]
+    # the common grid: the union of all eval steps inside [2048, 8000]
+    assert a["grid"] == [2048, 4000, 4096, 6000, 6144, 8000]
+    assert a["algos"]["diffsac"]["final"]["iqm"] == pytest.approx(iqm(WIN[0]))  # 92
+    assert a["algos"]["diffsac"]["auc_per_seed"] == pytest.approx(WIN[0])  # constant curves
+    assert [(p["diff"], p["final"]["verdict"], p["auc"]["verdict"]) for p in a["pairs"]] == [
+        ("diffsac", "wins", "wins"), ("diffwpo", "loses", "loses"), ("diffppo", "ties", "ties")]
+    assert a["pairs"][0]["final"]["iqm"] == pytest.approx(92 - 12)
+    d = {p["diff"]: p for p in res["tasks"][3]["pairs"]}
+    assert d["diffsac"]["unavailable"] == "sac diverged"
+    assert d["diffwpo"]["unavailable"] == "diffwpo missing"
+    assert d["diffppo"]["unavailable"] == "diffppo failed"
+    assert res["tasks"][3]["algos"]["diffppo"]["message"] == "RuntimeError: boom"
+    agg = res["aggregate"]
+    assert agg["tasks"] == ["toy/a", "toy/b"]
+    assert agg["excluded"] == [
+        {"task": "toy/c", "reason": "no score range"},
+        {"task": "toy/d", "reason": "sac diverged, diffwpo missing, diffppo failed"}]
+    # normalised: toy/a / 100, toy/b / 200, pooled over 10 runs
+    pooled = np.concatenate([np.asarray(WIN[0]) / 100, np.asarray(WIN[0]) / 200])
+    assert agg["algos"]["diffsac"]["final"]["iqm"] == pytest.approx(iqm(pooled))
+    assert [(p["diff"], p["final"]["verdict"]) for p in agg["pairs"]] == [
+        ("diffsac", "wins"), ("diffwpo", "loses"), ("diffppo", "ties")]
+    md = markdown_tables(dict(res, options={"algos": ALGOS6, "confidence": 0.95,
+                                            "bootstrap_resamples": 500}))
+    assert "| toy/a | diffsac − sac | +80 [" in md and "| Diff wins |" in md
+    assert "| toy/d | diffsac − sac | - | n/a (sac diverged) | - | n/a |" in md
+    assert "Excluded: toy/c (no score range); toy/d (sac diverged, diffwpo missing, diffppo failed)." in md
+    assert "| toy/d | 8,000–8,192 | 5 | diverged |" in md  # sac's cell in the final-return table
+
+
+def test_auc_on_the_common_grid_by_hand(tmp_path):
+    out = tmp_path / "runs"
+    rising = np.array(OFF_STEPS, float) / 100  # r(s) = s / 100 on 2000..8000
+    write_run(out, "toy/a", "diffsac", rising[-1:].repeat(2), curve=[rising, 2 * rising])
+    write_run(out, "toy/a", "sac", [5.0, 5.0], steps=[1000, 3000, 8192])
+    res = rp.results_of([rp.Task("toy/a", 8192, 2, None)], ["sac", "diffsac"], out, resamples=50)
+    task = res["tasks"][0]
+    assert task["grid"] == [2000, 3000, 4000, 6000, 8000]
+    # the mean of a linear function over [2000, 8000] is its midpoint value
+    assert task["algos"]["diffsac"]["auc_per_seed"] == pytest.approx([50.0, 100.0])
+    assert task["algos"]["diffsac"]["grid_returns_per_seed"][0] == pytest.approx([20, 30, 40, 60, 80])
+    assert task["algos"]["sac"]["auc_per_seed"] == pytest.approx([5.0, 5.0])
+
+
+def test_nonfinite_and_interrupted_runs_are_reported_not_scored(tmp_path):
+    out = tmp_path / "runs"
+    write_run(out, "toy/a", "sac", [1.0, 2.0])
+    summary_path = out / "toy/a/sac/summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["final_eval_return"] = [1.0, float("nan")]
+    summary_path.write_text(json.dumps(summary))
+    write_run(out, "toy/a", "diffsac", [1.0, 2.0], status="interrupted")
+    assert rp.load_run_result(out / "toy/a/sac")["status"] == "non-finite"
+    res = rp.results_of([rp.Task("toy/a", 8000, 2, (0.0, 1.0))], ["sac", "diffsac"], out, resamples=50)
+    entry = res["tasks"][0]["algos"]
+    assert not entry["sac"]["usable"] and not entry["diffsac"]["usable"]
+    assert res["tasks"][0]["grid"] is None
+    assert res["tasks"][0]["pairs"][0]["unavailable"] == "diffsac interrupted, sac non-finite"
+    assert res["aggregate"]["tasks"] == []
+
+
+def test_bootstrap_streams_do_not_depend_on_the_other_tasks(tmp_path):
+    out, tasks = synthetic(tmp_path)
+    alone = rp.results_of(tasks[:1], ["sac", "diffsac"], out, resamples=300)["tasks"][0]
+    among = rp.results_of(tasks, ALGOS6, out, resamples=300)["tasks"][0]
+    assert alone["algos"]["sac"]["final"] == among["algos"]["sac"]["final"]
+    assert alone["pairs"][0]["final"] == among["pairs"][0]["final"]
+
+
+def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(algo, env, total_steps, num_seeds, seed, out, **kwargs):
+        calls.append((algo, kwargs["resume"]))
+        if algo == "sac":
+            raise RuntimeError("out of memory")
+        Path(out).mkdir(parents=True)
+        status = "interrupted" if algo == "wpo" else "diverged"
+        return {"status": status, "message": f"{status} at 100", "train_seconds": 1.0,
+                "compile_seconds": 2.0}
+
+    monkeypatch.setattr(rp, "run_experiment", fake_run)
+    task = rp.Task("toy/a", 1000, 2)
+    plans = [rp.RunPlan(task, a, 1000, 2, 0, (), None, rp.run_dir(tmp_path, task, a))
+             for a in ("sac", "diffsac", "wpo", "diffwpo")]
+    records = rp.run_plans(plans, {}, rp.RunOptions(), progress="none", log=lambda line: None)
+    assert [(r["algo"], r["status"]) for r in records] == [
+        ("sac", "failed"), ("diffsac", "diverged"), ("wpo", "interrupted")]  # diffwpo not started
+    assert records[0]["message"] == "RuntimeError: out of memory"
+    failure = json.loads((tmp_path / "toy/a/sac" / rp.FAILURE_FILE).read_text())
+    assert "out of memory" in failure["error"] and "Traceback" in failure["traceback"]
+    assert rp.load_run_result(tmp_path / "toy/a/sac")["status"] == "failed"
+    # resuming: the failed run is set aside and run again, fresh
+    assert rp.dir_state(tmp_path / "toy/a/sac") == "failed"
+    calls.clear()
+    record = rp.execute(plans[0], "failed", rp.RunOptions(), "none")
+    assert record["set_aside"] == str(tmp_path / "toy/a/sac.attempt-1")
+    assert (tmp_path / "toy/a/sac.attempt-1" / rp.FAILURE_FILE).exists()
+    assert calls == [("sac", False)]
+
+
+# ---- one small reproduction end to end ------------------------------------------------------
+
+TINY = ("num_evals=2", "num_eval_envs=16", "diffusion.num_steps=2", "diffusion.hidden_sizes=(16,)",
+        "diffusion.time_hidden=8", "gaussian.hidden_sizes=(16,)", "critic_hidden=(32,)",
+        "batch_size=64", "updates_per_step=1", "buffer_size=4096", "learning_starts=256")
+SMOKE_TASK = rp.Task("toy/bandit", 1024, 2, (0.0, 1.0), settings=TINY)
+SMOKE_ARGS = ["--tasks", "smoke", "--algos", "sac,diffsac", "--bootstrap-resamples", "300",
+              "--progress", "none", "--no-compile-cache"]
+
+
+@contextlib.contextmanager
+def smoke_list():
+    rp.TASK_LISTS["smoke"] = (SMOKE_TASK,)
+    try:
+        yield
+    finally:
+        del rp.TASK_LISTS["smoke"]
+
+
+def run_cli(argv):
+    stdout = io.StringIO()
+    with smoke_list(), contextlib.redirect_stdout(stdout):
+        code = cli.main(argv)
+    return code, stdout.getvalue()
+
+
+def _reproduce(directory: Path):
+    return run_cli(SMOKE_ARGS + ["--out", str(directory / "out")])
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    (code, stdout), directory = computed_once(tmp_path_factory, "test_reproduce_smoke", _reproduce)
+    return code, stdout, directory / "out"
+
+
+def test_smoke_writes_runs_results_and_plots(smoke):
+    code, stdout, out = smoke
+    assert code == 0
+    for algo in ("sac", "diffsac"):
+        run = out / "toy/bandit" / algo
+        assert (run / "summary.json").exists() and (run / "learning_curve.png").exists()
+        assert (run / "checkpoints").is_dir()
+        assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    for name in ("results.json", "results.md", "plots/learning_curves_toy_bandit.png",
+                 "plots/iqm_intervals.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert results["command"] == shlex.join(
+        ["python", "experiments/reproduce.py"] + SMOKE_ARGS + ["--out", str(out)])
+    assert results["versions"]["jax"] and results["device"]["kind"] and results["date"]
+    assert (out / "results.md").read_text() in stdout  # the tables are printed
+    assert results["markdown"] == (out / "results.md").read_text()
+
+
+def test_smoke_tables_equal_the_runs_summaries(smoke):
+    _, _, out = smoke
+    results = json.loads((out / "results.json").read_text())
+    markdown = (out / "results.md").read_text()
+    task = results["tasks"][0]
+    summaries = {a: json.loads((out / "toy/bandit" / a / "summary.json").read_text())
+                 for a in ("sac", "diffsac")}
+    curves = {a: (np.array([p["env_steps"] for p in s["eval_curve"]], float),
+                  np.array([p["return_per_seed"] for p in s["eval_curve"]]).T)
+              for a, s in summaries.items()}
+    grid = common_grid([c[0] for c in curves.values()])
+    assert task["grid"] == grid.tolist()
+    for algo, summary in summaries.items():
+        entry = task["algos"][algo]
+        final = np.array(summary["final_eval_return"])
+        assert entry["final_per_seed"] == summary["final_eval_return"]
+        assert entry["total_env_steps"] == summary["total_env_steps"] <= 1024
+        auc = area_under_curve(grid, interpolate_curves(*curves[algo], grid))
+        assert entry["auc_per_seed"] == pytest.approx(auc, rel=1e-12)
+        ci = stratified_bootstrap_ci([final], lambda s: iqm(s[0], axis=1), 300, 0.95,
+                                     rp._rng(0, "toy/bandit", algo, "final"))
+        assert (entry["final"]["iqm"], entry["final"]["ci_low"], entry["final"]["ci_high"]) == ci
+        assert entry["final"]["iqm"] == iqm(final)
+        assert f"| {format_interval(entry['final'])} |" in markdown
+        assert f"| {format_interval(entry['auc'])} |" in markdown
+    pair = task["pairs"][0]
+    assert (pair["diff"], pair["base"]) == ("diffsac", "sac")
+    assert pair["final"]["iqm"] == pytest.approx(
+        iqm(summaries["diffsac"]["final_eval_return"]) - iqm(summaries["sac"]["final_eval_return"]))
+    expected = ("wins" if pair["final"]["ci_low"] > 0 else
+                "loses" if pair["final"]["ci_high"] < 0 else "ties")
+    assert pair["final"]["verdict"] == expected
+    assert f"| {format_interval(pair['final'], signed=True)} | Diff {expected} |" in markdown
+    # the bandit's range (0, 1): normalised scores are the raw ones
+    assert results["aggregate"]["tasks"] == ["toy/bandit"]
+    aggregate_sac = results["aggregate"]["algos"]["sac"]["final"]["iqm"]
+    assert aggregate_sac == pytest.approx(task["algos"]["sac"]["final"]["iqm"])
+
+
+def test_smoke_resume_skips_finished_runs_and_aggregate_only_recomputes(smoke, tmp_path):
+    _, _, shared = smoke
+    out = tmp_path / "out"
+    shutil.copytree(shared, out)
+    before = json.loads((out / "results.json").read_text())
+    code, _ = run_cli(SMOKE_ARGS + ["--out", str(out)])  # no --resume: refused
+    assert code == 2
+    code, _ = run_cli(SMOKE_ARGS + ["--out", str(out), "--resume"])
+    assert code == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [r["skipped"] for r in again["runs"]] == [True, True]
+    assert again["tasks"] == before["tasks"]
+    (out / "results.json").unlink()
+    code, stdout = run_cli(["--tasks", "smoke", "--algos", "sac,diffsac", "--out", str(out),
+                            "--aggregate-only", "--bootstrap-resamples", "300"])
+    assert code == 0 and "| toy/bandit | diffsac − sac |" in stdout
+    recomputed = json.loads((out / "results.json").read_text())
+    assert recomputed["tasks"] == before["tasks"] and recomputed["aggregate"] == before["aggregate"]
+    # other options for a finished run are refused, not silently reused
+    code, _ = run_cli(SMOKE_ARGS + ["--out", str(out), "--resume", "--num-seeds", "3"])
+    assert code == 2
