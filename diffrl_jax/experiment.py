@@ -275,7 +275,9 @@ def run_experiment(algo: str | None, env: str, total_steps: int | None,
     """Trains num_seeds seeds as one vmapped program on `mesh` (default: one device, see
     `experiment_mesh`), one evaluation interval per call, with a full-state checkpoint every
     `options.checkpoint_every` intervals; returns the summary, which the main process also
-    writes to OUT/summary.json (its "status": completed, stopped, interrupted or diverged).
+    writes to OUT/summary.json (its "status": completed, stopped, interrupted or diverged;
+    "stop_requested": whether a Ctrl-C / SIGTERM came, also one too late to stop the run,
+    e.g. during its last interval, so a caller running several runs can stop after it).
 
     resume: continue the run in `out` from its latest checkpoint (or `resume_step`; later
     checkpoints are then moved aside to OUT/superseded_checkpoints); algo, env and the config
@@ -383,6 +385,7 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
         last_saved, saved_at = env_steps, done
         return True
 
+    stop_agreed = False
     reporter.start()
     with _StopRequests() as stop, reporter:
         while done < num_intervals:
@@ -399,7 +402,8 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
                            f"checkpointing them. Last checkpoint from before: "
                            f"{last_saved if last_saved is not None else 'none'}")
                 break
-            stopping = stop.agreed() and done < num_intervals
+            stop_agreed = stop.agreed()
+            stopping = stop_agreed and done < num_intervals
             stopping_as_asked = _past(options, env_steps) and done < num_intervals
             finishing = done == num_intervals or stopping or stopping_as_asked
             due = options.checkpoint_every and done - saved_at >= options.checkpoint_every
@@ -431,6 +435,9 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
     summary.update(
         status=status, message=message, intervals_done=done, num_intervals=num_intervals,
         seed=seed, resumed_from=start_step,
+        # a Ctrl-C / SIGTERM that came too late to stop this run (during its last interval,
+        # or while it was saving): the run is complete, but its caller was asked to stop
+        stop_requested=bool(stop_agreed or stop.requested),
         checkpoints={"dir": str(store.directory) if store else None,
                      "steps": (store.steps() if store else []), "last": last_saved},
         mesh=dict(zip(mesh.axis_names, mesh_shape(mesh))), processes=jax.process_count(),

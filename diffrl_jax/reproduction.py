@@ -3,10 +3,32 @@
 Named task lists (`TASK_LISTS`); per (task, algorithm) one `run_experiment` of all seeds as
 one vmapped program into OUT/<env>/<algo>/ (a normal run directory: evaluate, plot and resume
 work on it), skipped when a finished run is there; then, from the run directories alone,
-per-seed curves on a common grid of env steps, IQMs with stratified-bootstrap confidence
-intervals of the final return and the area under the curve, Diff - Gaussian differences
-with a verdict, and IQMs of normalised scores across tasks. `reproduction_report` renders
-the result as markdown tables and figures.
+IQMs with stratified-bootstrap confidence intervals of the final return and the area under
+the curve, Diff - Gaussian differences with a verdict, and IQMs of normalised scores across
+tasks. `reproduction_report` renders the result as markdown tables and figures.
+
+What a comparison holds fixed, and what not:
+- Budgets: both algorithms of a pair run the same env steps. `plan_runs` refuses settings
+  under which their schedules differ, and `analyse_task` reports a pair whose runs'
+  summaries differ in total_env_steps as unavailable ("unequal budgets").
+- Settings: every algorithm runs with its own (algo, env) preset (the comparison is of each
+  method with its own tuned settings), so a pair may differ in more than the policy (e.g.
+  tau, updates_per_step). Each pair records which config fields differ (`METHOD_FIELDS`,
+  the ones that define the method, left out) and the report prints them under its table.
+- AUC grid: a pair's two runs are compared on their own common grid of env steps
+  (`common_grid` of the two runs' evaluation steps), and each algorithm's reported AUC is on
+  its pair's grid (an algorithm without a usable partner: on its own evaluation steps), so no
+  number depends on which other algorithms ran.
+- Seeds: both algorithms of a pair run the same seeds (seed, ..., seed + n - 1), so their runs
+  are paired, not independent. The Diff - Gaussian interval resamples the two groups
+  independently (an unpaired bootstrap), which ignores the pairing; when paired outcomes
+  correlate positively, as a shared seed can make them, that interval is conservative
+  (wider than a paired one).
+- IQM: the interquartile mean of n runs is 2 x the integral of the empirical quantile
+  function over [1/4, 3/4] (`score_stats.iqm_weights`). When n is not a multiple of 4 the
+  runs straddling a quartile count with fractional weights: for n = 5 the sorted runs weigh
+  0, 0.3, 0.4, 0.3, 0, where rliable's scipy.stats.trim_mean(x, 0.25) cuts whole runs
+  (0, 1/3, 1/3, 1/3, 0). For n a multiple of 4 the two agree.
 """
 
 import dataclasses
@@ -42,13 +64,14 @@ from diffrl_jax.score_stats import (
     normalize_scores,
     stratified_bootstrap_ci,
 )
-from diffrl_jax.training import ALGOS
+from diffrl_jax.training import ALGOS, schedule_of
 
 __all__ = [
-    "DEFAULT_ALGOS", "EVAL_MODE", "PAIRS", "TASK_LISTS", "RunPlan", "Task",
-    "aggregate", "analyse_task", "check_run_dirs", "difference_ci", "dir_state", "execute",
-    "iqm_ci", "load_run_result", "pairs_of", "parse_algos", "plan_runs", "reproduce",
-    "resolve_tasks", "results_of", "run_dir", "run_plans", "verdict",
+    "DEFAULT_ALGOS", "EVAL_MODE", "METHOD_FIELDS", "PAIRS", "TASK_LISTS", "Reproduction",
+    "RunPlan", "Task", "aggregate", "analyse_task", "carry_out", "check_run_dirs",
+    "difference_ci", "dir_state", "execute", "iqm_ci", "load_run_result", "pairs_of",
+    "parse_algos", "plan_runs", "planned_budget", "prepare", "reproduce", "resolve_tasks",
+    "results_of", "run_dir", "run_plans", "settings_differences", "verdict",
 ]
 
 
@@ -121,6 +144,10 @@ EVAL_MODE = ("stochastic: summary.json's final_eval_return / eval_curve return_p
              "sampled from the policy")
 FAILURE_FILE = "failure.json"
 FINISHED = ("completed", "diverged")  # a run in either state is not run again
+# Config fields that define the method rather than a setting of it, left out of a pair's
+# `settings_differences`: the algorithm, and the two policy sub-configs (a Diff algorithm's
+# policy is `diffusion` and its `gaussian` is unused; the other way round for a Gaussian one).
+METHOD_FIELDS = ("algo", "diffusion", "gaussian")
 
 
 # ---- choosing what to run ---------------------------------------------------------------------
@@ -218,6 +245,12 @@ def _scoped_settings(settings: Sequence[str], algo: str) -> list[str]:
     return out
 
 
+def planned_budget(task: Task, steps_scale: float = 1.0) -> int:
+    """The env steps per seed that every algorithm of task is asked to run:
+    round(budget * steps_scale), at least 1."""
+    return max(1, int(round(task.budget * steps_scale)))
+
+
 def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
               num_seeds: int | None = None, seed: int = 0, steps_scale: float = 1.0,
               settings: Sequence[str] = ()) -> list[RunPlan]:
@@ -226,7 +259,9 @@ def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
     learning_starts is scaled too (unless --set), so a shortened run keeps its prefill
     share. settings: "field=value" for every run, "ALGO:field=value" for one algorithm;
     they apply after the task's own. ValueError (ConfigError), or ImportError for an
-    environment whose simulator is not installed, naming the task and algorithm."""
+    environment whose simulator is not installed, naming the task and algorithm; ValueError
+    too when the two algorithms of a pair would run different env steps (their schedules,
+    `schedule_of`, e.g. after a scoped setting of one's num_envs or unroll_length)."""
     if isinstance(steps_scale, bool) or not isinstance(steps_scale, (int, float)) or not (
             math.isfinite(steps_scale) and steps_scale > 0):
         raise ValueError(f"--steps-scale must be a finite number > 0, got {steps_scale!r}")
@@ -237,7 +272,8 @@ def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
     plans = []
     for task in tasks:
-        total = max(1, int(round(task.budget * steps_scale)))
+        total = planned_budget(task, steps_scale)
+        task_plans = []
         for algo in algos:
             try:
                 mine = list(task.settings) + _scoped_settings(settings, algo)
@@ -248,8 +284,18 @@ def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
                     config = make_config(algo, task.env, task.backend, total, task.preset, mine)
             except (ValueError, ImportError) as err:  # ImportError: an optional simulator
                 raise type(err)(f"task {task.name}, algo {algo}: {err}") from err
-            plans.append(RunPlan(task, algo, total, num_seeds or task.num_seeds, seed,
-                                 tuple(mine), config, run_dir(out, task, algo)))
+            task_plans.append(RunPlan(task, algo, total, num_seeds or task.num_seeds, seed,
+                                      tuple(mine), config, run_dir(out, task, algo)))
+        scheduled = {p.algo: schedule_of(p.config)["total_env_steps"] for p in task_plans}
+        for diff, base in pairs_of(algos):
+            if scheduled[diff] != scheduled[base]:
+                raise ValueError(
+                    f"task {task.name}: unequal budgets: {diff} would run {scheduled[diff]:,d} "
+                    f"env steps per seed and {base} {scheduled[base]:,d} (their schedules of "
+                    f"the {total:,d}-step budget differ); a pair must run the same env steps, "
+                    f"so give settings that change the rollout (num_envs, unroll_length, "
+                    f"learning_starts, num_evals) to both algorithms of the pair")
+        plans += task_plans
     return plans
 
 
@@ -272,12 +318,30 @@ def _checkpoint_steps(directory: Path) -> list[int]:
         store.close()
 
 
+def _latest_record(directory: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """("summary", summary.json) or ("failure", failure.json), whichever of the two readable
+    files was written last (modification time; failure.json on a tie: a failure is only
+    ever recorded after the session that wrote the summary), or (None, None). A resume that
+    fails after an earlier interrupted session leaves both: the failure is the news."""
+    found = []
+    for kind, name in (("failure", FAILURE_FILE), ("summary", "summary.json")):
+        path = directory / name
+        data = _read_json(path)
+        if data is not None:
+            found.append((path.stat().st_mtime_ns, kind == "failure", kind, data))
+    if not found:
+        return None, None
+    _, _, kind, data = max(found, key=lambda f: f[:2])
+    return kind, data
+
+
 def dir_state(directory: Path) -> str:
-    """"completed" / "diverged" (summary.json says so), "resumable" (a complete checkpoint),
-    "failed" (failure.json), "leftover" (other files), or "none"."""
-    summary = _read_json(directory / "summary.json")
-    if summary is not None and summary.get("status") in FINISHED:
-        return summary["status"]
+    """"completed" / "diverged" (summary.json says so, and no failure.json came after it),
+    "resumable" (a complete checkpoint), "failed" (failure.json), "leftover" (other files),
+    or "none"."""
+    kind, record = _latest_record(directory)
+    if kind == "summary" and record.get("status") in FINISHED:
+        return record["status"]
     if _checkpoint_steps(directory):
         return "resumable"
     if (directory / FAILURE_FILE).exists():
@@ -342,7 +406,9 @@ def _set_aside(directory: Path) -> Path:
 
 def execute(plan: RunPlan, state: str, options: RunOptions, progress: str | bool) -> dict[str, Any]:
     """Runs (or resumes, or skips when finished) one plan; a run that raises is recorded in
-    RUN/failure.json and returned as status "failed", never raised."""
+    RUN/failure.json and returned as status "failed", never raised. "stop_requested": a
+    Ctrl-C / SIGTERM came during the run, also one too late to stop it (its last interval):
+    the reproduction stops after it."""
     record: dict[str, Any] = {"task": plan.task.name, "algo": plan.algo, "run_dir": str(plan.run_dir)}
     if state in FINISHED:
         return dict(record, status=state, skipped=True)
@@ -360,13 +426,15 @@ def execute(plan: RunPlan, state: str, options: RunOptions, progress: str | bool
         (plan.run_dir / FAILURE_FILE).write_text(json.dumps(failure, indent=2))
         return dict(record, status="failed", message=failure["error"])
     return dict(record, status=summary["status"], message=summary.get("message"), skipped=False,
-                train_seconds=summary["train_seconds"], compile_seconds=summary["compile_seconds"])
+                train_seconds=summary["train_seconds"], compile_seconds=summary["compile_seconds"],
+                stop_requested=bool(summary.get("stop_requested", False)))
 
 
 def run_plans(plans: Sequence[RunPlan], states: Mapping[Path, str], options: RunOptions,
               progress: str | bool = "bar", log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Executes the plans in order; stops early (the last record's status "interrupted") when
-    a run was interrupted (Ctrl-C, SIGTERM), so --resume continues there."""
+    """Executes the plans in order; stops early when a run was interrupted (Ctrl-C, SIGTERM;
+    the last record's status "interrupted") or completed although a stop was requested during
+    it (the last record's "stop_requested"), so --resume continues there."""
     records = []
     for i, plan in enumerate(plans):
         log(f"[{i + 1}/{len(plans)}] {plan.task.name} {plan.algo}: {plan.num_seeds} seeds x "
@@ -378,29 +446,50 @@ def run_plans(plans: Sequence[RunPlan], states: Mapping[Path, str], options: Run
             + (f": {record['message']}" if record.get("message") else ""))
         if record["status"] == "interrupted":
             break
+        if record.get("stop_requested") and i + 1 < len(plans):
+            log(f"a stop was requested during {plan.task.name} {plan.algo} (too late to stop "
+                f"that run, which finished): not starting the next run; continue with --resume")
+            break
     return records
 
 
 # ---- reading runs back ------------------------------------------------------------------------
 
+def _nonfinite_returns(summary: Mapping[str, Any]) -> list[str]:
+    """The returns of summary (stochastic and deterministic, final and along the curve)
+    that hold NaN/inf (or nulls), by name."""
+    curve = summary["eval_curve"]
+    values = {
+        "final_eval_return": summary["final_eval_return"],
+        "final_eval_return_deterministic": summary["final_eval_return_deterministic"],
+        "eval_curve return_per_seed": [p["return_per_seed"] for p in curve],
+        "eval_curve return_deterministic_per_seed": [p["return_deterministic_per_seed"] for p in curve],
+    }
+    return [name for name, v in values.items() if not np.all(np.isfinite(np.asarray(v, float)))]
+
+
 def load_run_result(directory: str | Path) -> dict[str, Any]:
     """What a run directory holds: {"status", "message", "summary" (or None), "usable"}.
-    usable: completed with a finite final return and eval curve for every seed. Status
-    "missing" for an empty directory, "failed" with failure.json, "non-finite" for a
-    completed run with NaN/inf returns."""
+    usable: completed with finite stochastic and deterministic returns (final and along the
+    eval curve) for every seed. Status "missing" for an empty directory, "failed" when
+    failure.json is the newest record (`_latest_record`: a failed resume after an earlier
+    session's summary), "non-finite" for a completed run with NaN/inf returns, "no
+    evaluations" for one without an eval curve."""
     directory = Path(directory)
-    summary = _read_json(directory / "summary.json")
-    if summary is None:
-        failure = _read_json(directory / FAILURE_FILE)
-        if failure is not None:
-            return {"status": "failed", "message": failure.get("error"), "summary": None, "usable": False}
+    kind, record = _latest_record(directory)
+    if kind is None:
         return {"status": "missing", "message": None, "summary": None, "usable": False}
+    if kind == "failure":
+        return {"status": "failed", "message": record.get("error"), "summary": None, "usable": False}
+    summary = record
     status, message = summary.get("status", "unknown"), summary.get("message")
     usable = status == "completed"
-    if usable:
-        values = [summary["final_eval_return"]] + [p["return_per_seed"] for p in summary["eval_curve"]]
-        if not summary["eval_curve"] or not all(np.all(np.isfinite(np.asarray(v, float))) for v in values):
-            status, message, usable = "non-finite", "non-finite evaluation returns", False
+    if usable and not summary["eval_curve"]:
+        status, message, usable = "no evaluations", "the run has no eval curve", False
+    elif usable:
+        bad = _nonfinite_returns(summary)
+        if bad:
+            status, message, usable = "non-finite", f"non-finite evaluation returns: {', '.join(bad)}", False
     return {"status": status, "message": message, "summary": summary, "usable": usable}
 
 
@@ -457,22 +546,84 @@ def verdict(ci: ConfidenceInterval) -> str:
     return "ties"
 
 
+def settings_differences(diff_config: Mapping[str, Any] | None, base_config: Mapping[str, Any] | None,
+                         exclude: Sequence[str] = METHOD_FIELDS) -> list[dict[str, Any]] | None:
+    """The config fields (nested ones dotted, e.g. "diffusion.num_steps") in which a Diff
+    run's resolved config (summary.json "config") differs from its Gaussian's, as
+    [{"field", "diff", "base"}] sorted by field, leaving out the fields in `exclude` (top-level
+    names; default `METHOD_FIELDS`, the ones that define the method). None when either config
+    is unknown. A field only one config has shows "<missing>" on the other side."""
+    if not isinstance(diff_config, Mapping) or not isinstance(base_config, Mapping):
+        return None
+    keep = lambda config: {k: v for k, v in config.items() if k not in exclude}
+    out = []
+    for line in config_differences(keep(diff_config), keep(base_config)):
+        field = line.split(":", 1)[0]
+        out.append({"field": field, "diff": _nested(diff_config, field),
+                    "base": _nested(base_config, field)})
+    return out
+
+
+def _nested(config: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for name in dotted.split("."):
+        if not isinstance(value, Mapping) or name not in value:
+            return "<missing>"
+        value = value[name]
+    return value
+
+
+def _auc_grids(algos: Sequence[str], curves: Mapping[str, tuple[np.ndarray, ...]]
+               ) -> dict[str, tuple[np.ndarray, str]]:
+    """Per usable algorithm, the env steps its AUC is taken over and what they are: its
+    pair's `common_grid` (both runs usable) or else its own evaluation steps. Nothing here
+    depends on the runs of algorithms outside the pair."""
+    grids: dict[str, tuple[np.ndarray, str]] = {}
+    for diff, base in pairs_of(algos):
+        if diff in curves and base in curves:
+            grid = common_grid([curves[diff][0], curves[base][0]])
+            grids[diff] = grids[base] = (grid, f"common grid of {diff} and {base}")
+    for algo, (steps, *_) in curves.items():
+        grids.setdefault(algo, (steps, "own evaluation steps"))
+    return grids
+
+
+def _task_budget(budget: int | None, runs: Mapping[str, Mapping[str, Any]]) -> tuple[int | None, str]:
+    """(budget, where it comes from): the planned one, or else the env steps the runs were
+    asked for (summary.json config.total_env_steps) when they agree."""
+    if budget is not None:
+        return budget, "planned: the task's budget x --steps-scale"
+    asked = sorted({run["summary"]["config"]["total_env_steps"] for run in runs.values()
+                    if run["summary"] is not None
+                    and isinstance(run["summary"].get("config"), Mapping)
+                    and "total_env_steps" in run["summary"]["config"]})
+    if len(asked) == 1:
+        return asked[0], "the runs' summary.json config.total_env_steps"
+    if not asked:
+        return None, "unknown: no run records its budget"
+    return None, f"the runs disagree: config.total_env_steps {', '.join(map(str, asked))}"
+
+
 def analyse_task(task: Task, algos: Sequence[str], runs: Mapping[str, Mapping[str, Any]],
-                 resamples: int, confidence: float, seed: int) -> dict[str, Any]:
-    """One task's results from its runs (`load_run_result` per algo): the usable runs'
-    curves on their common grid (`common_grid` of their eval steps), per algo the final
-    return and AUC (on that grid) per seed with IQM and interval over seeds, the IQM curve
-    with its pointwise band at the run's own eval steps, and per pair the Diff - Gaussian
-    differences."""
+                 resamples: int, confidence: float, seed: int,
+                 budget: int | None = None) -> dict[str, Any]:
+    """One task's results from its runs (`load_run_result` per algo): per algo the final
+    return and the AUC per seed with IQM and interval over seeds (the AUC on its pair's
+    grid, `_auc_grids`), the IQM curve with its pointwise band at the run's own eval steps;
+    per pair the Diff - Gaussian differences on the pair's grid (unavailable when a run is
+    not usable or the two ran different env steps), and the config fields in which the two
+    runs differ besides the policy (`settings_differences`). budget: the planned env steps
+    per seed (None: from the runs' summaries)."""
+    budget, budget_source = _task_budget(budget, runs)
     result: dict[str, Any] = {
-        "task": task.name, "env": task.env, "budget": task.budget, "preset": task.preset,
-        "settings": list(task.settings), "score_range": list(task.score_range) if task.score_range else None,
-        "algos": {}, "pairs": [], "grid": None,
+        "task": task.name, "env": task.env, "budget": budget, "budget_source": budget_source,
+        "task_budget": task.budget, "preset": task.preset, "settings": list(task.settings),
+        "score_range": list(task.score_range) if task.score_range else None,
+        "algos": {}, "pairs": [],
     }
     usable = {a: runs[a]["summary"] for a in algos if runs[a]["usable"]}
     curves = {a: _curve(s) for a, s in usable.items()}
-    grid = common_grid([c[0] for c in curves.values()]) if curves else None
-    result["grid"] = None if grid is None else grid.tolist()
+    grids = _auc_grids(algos, curves)
     for algo in algos:
         run = runs[algo]
         entry: dict[str, Any] = {"status": run["status"], "message": run["message"],
@@ -485,6 +636,7 @@ def analyse_task(task: Task, algos: Sequence[str], runs: Mapping[str, Mapping[st
                          env_steps_per_second=summary.get("env_steps_per_second"))
         if algo in curves:
             steps, returns, det = curves[algo]
+            grid, grid_of = grids[algo]
             on_grid = interpolate_curves(steps, returns, grid)  # [seeds, G]
             final = np.asarray(summary["final_eval_return"], dtype=np.float64)
             auc = np.atleast_1d(area_under_curve(grid, on_grid))
@@ -492,6 +644,7 @@ def analyse_task(task: Task, algos: Sequence[str], runs: Mapping[str, Mapping[st
             entry.update(
                 eval_steps=steps.tolist(), eval_returns_per_seed=returns.tolist(),
                 eval_returns_deterministic_per_seed=det.tolist(),
+                auc_grid=grid.tolist(), auc_grid_of=grid_of,
                 grid_returns_per_seed=on_grid.tolist(),
                 final_per_seed=final.tolist(),
                 final_deterministic_per_seed=[float(x) for x in summary["final_eval_return_deterministic"]],
@@ -502,13 +655,23 @@ def analyse_task(task: Task, algos: Sequence[str], runs: Mapping[str, Mapping[st
             )
         result["algos"][algo] = entry
     for diff, base in pairs_of(algos):
-        pair: dict[str, Any] = {"diff": diff, "base": base}
+        summaries = [runs[x]["summary"] for x in (diff, base)]
+        pair: dict[str, Any] = {
+            "diff": diff, "base": base,
+            "settings_differ": settings_differences(
+                *[s.get("config") if s is not None else None for s in summaries]),
+        }
         if diff in curves and base in curves:
             a, b = result["algos"][diff], result["algos"][base]
-            for metric in ("final", "auc"):
-                pair[metric] = difference_ci([a[f"{metric}_per_seed"]], [b[f"{metric}_per_seed"]],
-                                             resamples, confidence,
-                                             _rng(seed, task.name, diff, base, metric))
+            pair["grid"] = a["auc_grid"]
+            if a["total_env_steps"] != b["total_env_steps"]:
+                pair["unavailable"] = (f"unequal budgets: {a['total_env_steps']} vs "
+                                       f"{b['total_env_steps']} env steps")
+            else:
+                for metric in ("final", "auc"):
+                    pair[metric] = difference_ci([a[f"{metric}_per_seed"]], [b[f"{metric}_per_seed"]],
+                                                 resamples, confidence,
+                                                 _rng(seed, task.name, diff, base, metric))
         else:
             missing = [f"{x} {runs[x]['status']}" for x in (diff, base) if x not in curves]
             pair["unavailable"] = ", ".join(missing)
@@ -516,20 +679,41 @@ def analyse_task(task: Task, algos: Sequence[str], runs: Mapping[str, Mapping[st
     return result
 
 
+def _failed_analysis(task: Task, algos: Sequence[str], error: str, budget: int | None) -> dict[str, Any]:
+    """A task whose analysis raised: every table cell of it says so."""
+    status = "analysis failed"
+    return {
+        "task": task.name, "env": task.env, "budget": budget,
+        "budget_source": "planned: the task's budget x --steps-scale" if budget is not None else "unknown",
+        "task_budget": task.budget, "preset": task.preset, "settings": list(task.settings),
+        "score_range": list(task.score_range) if task.score_range else None, "error": error,
+        "algos": {a: {"status": status, "message": error, "usable": False} for a in algos},
+        "pairs": [{"diff": d, "base": b, "settings_differ": None, "unavailable": status}
+                  for d, b in pairs_of(algos)],
+    }
+
+
 def aggregate(tasks: Sequence[Task], algos: Sequence[str], task_results: Sequence[Mapping[str, Any]],
               resamples: int, confidence: float, seed: int) -> dict[str, Any]:
     """Across tasks, on normalised scores ((return - low) / (high - low) per task): per algo
     the pooled IQM of the final return and the AUC over all (task, seed) runs with its
     stratified bootstrap interval (strata: tasks), per pair the difference with a verdict.
-    Tasks enter when they have a score range and every algorithm has usable runs on them
-    (the same tasks for every algorithm); the others are listed with the reason."""
+    Tasks enter when they have a score range, every algorithm has usable runs on them (the
+    same tasks for every algorithm) and every pair is comparable (equal budgets); the others
+    are listed with the reason."""
     included, excluded = [], []
     for task, res in zip(tasks, task_results):
         bad = [f"{a} {res['algos'][a]['status']}" for a in algos if not res["algos"][a]["usable"]]
-        if task.score_range is None:
+        unequal = [f"{p['diff']} − {p['base']} {p['unavailable']}" for p in res["pairs"]
+                   if "unavailable" in p]
+        if "error" in res:
+            excluded.append({"task": task.name, "reason": f"analysis failed: {res['error']}"})
+        elif task.score_range is None:
             excluded.append({"task": task.name, "reason": "no score range"})
         elif bad:
             excluded.append({"task": task.name, "reason": ", ".join(bad)})
+        elif unequal:
+            excluded.append({"task": task.name, "reason": "; ".join(unequal)})
         else:
             included.append((task, res))
     out: dict[str, Any] = {"tasks": [t.name for t, _ in included], "excluded": excluded,
@@ -573,17 +757,154 @@ def _check_resamples(resamples: Any) -> None:
         raise ValueError(f"--bootstrap-resamples must be a positive integer, got {resamples!r}")
 
 
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
 def results_of(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, resamples: int = 2000,
-               confidence: float = 0.95, bootstrap_seed: int = 0) -> dict[str, Any]:
+               confidence: float = 0.95, bootstrap_seed: int = 0,
+               budgets: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The analysis of the runs under out (read from their directories): per task
-    (`analyse_task`) and across tasks (`aggregate`)."""
+    (`analyse_task`) and across tasks (`aggregate`). budgets: the planned env steps per task
+    name (None: each task's from its runs' summaries). The analysis of one task that raises
+    (a broken run directory) does not stop the others: that task is marked "error" (every
+    cell of it "analysis failed"), left out of the aggregate and listed, with the error and
+    traceback, in "analysis_errors"."""
     _check_resamples(resamples)
-    per_task = [analyse_task(t, algos, {a: load_run_result(run_dir(out, t, a)) for a in algos},
-                             resamples, confidence, bootstrap_seed) for t in tasks]
-    return {
-        "tasks": per_task,
-        "aggregate": aggregate(tasks, algos, per_task, resamples, confidence, bootstrap_seed),
-    }
+    per_task, errors = [], []
+    for task in tasks:
+        budget = None if budgets is None else budgets.get(task.name)
+        try:
+            runs = {a: load_run_result(run_dir(out, task, a)) for a in algos}
+            per_task.append(analyse_task(task, algos, runs, resamples, confidence,
+                                         bootstrap_seed, budget))
+        except Exception as err:  # noqa: BLE001 - one broken task must not hide the others
+            errors.append({"task": task.name, "error": _error_text(err),
+                           "traceback": traceback.format_exc()})
+            per_task.append(_failed_analysis(task, algos, _error_text(err), budget))
+    try:
+        across = aggregate(tasks, algos, per_task, resamples, confidence, bootstrap_seed)
+    except Exception as err:  # noqa: BLE001
+        errors.append({"task": "(across tasks)", "error": _error_text(err),
+                       "traceback": traceback.format_exc()})
+        across = {"tasks": [], "excluded": [], "normalisation": {}, "algos": {}, "pairs": [],
+                  "error": _error_text(err)}
+    return {"tasks": per_task, "aggregate": across, "analysis_errors": errors}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reproduction:
+    """A reproduction planned and checked by `prepare` (nothing compiled or run yet), for
+    `carry_out`."""
+
+    tasks: tuple[Task, ...]
+    algos: tuple[str, ...]
+    out: Path
+    plans: tuple[RunPlan, ...]
+    states: Mapping[Path, str]
+    run_options: RunOptions
+    budgets: Mapping[str, int] | None  # None: aggregate-only (the runs' own budgets)
+    options: Mapping[str, Any]  # the reproduction's options, as results.json records them
+
+
+def prepare(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, *,
+            num_seeds: int | None = None, seed: int = 0, steps_scale: float = 1.0,
+            settings: Sequence[str] = (), resume: bool = False, aggregate_only: bool = False,
+            bootstrap_resamples: int = 2000, confidence: float = 0.95, bootstrap_seed: int = 0,
+            options: RunOptions | None = None) -> Reproduction:
+    """Checks the options, plans every run (`plan_runs`) and checks its directory
+    (`check_run_dirs`); nothing compiles. ValueError / CheckpointError (ImportError for a
+    simulator that is not installed): the reproduction's arguments are wrong. aggregate_only:
+    no plans (the analysis reads whatever runs are in out)."""
+    if not tasks:
+        raise ValueError("no tasks to run")
+    if not algos:
+        raise ValueError("no algorithms to run")
+    _check_resamples(bootstrap_resamples)
+    if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    run_options = (options or RunOptions(max_to_keep=1)).validate()
+    plans, states, budgets = [], {}, None
+    if not aggregate_only:
+        plans = plan_runs(tasks, algos, out, num_seeds, seed, steps_scale, settings)
+        states = check_run_dirs(plans, resume)
+        budgets = {t.name: planned_budget(t, steps_scale) for t in tasks}
+    record = {"tasks": [t.name for t in tasks], "algos": list(algos), "num_seeds": num_seeds,
+              "seed": seed, "steps_scale": steps_scale, "settings": list(settings),
+              "resume": resume, "aggregate_only": aggregate_only,
+              "bootstrap_resamples": bootstrap_resamples, "confidence": confidence,
+              "bootstrap_seed": bootstrap_seed}
+    return Reproduction(tuple(tasks), tuple(algos), Path(out), tuple(plans), states, run_options,
+                        budgets, record)
+
+
+def carry_out(prepared: Reproduction, *, progress: str | bool = "bar", command: str | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs the missing runs of a `prepare`d reproduction and returns the results
+    (`results_of`) with their provenance (command, versions, device, date, options) and the
+    run records. A run that fails is recorded (failure.json), not raised, and an analysis
+    error of a task is reported in "analysis_errors"; only KeyboardInterrupt (a second
+    Ctrl-C) escapes. Writes nothing outside the run directories:
+    `reproduction_report.write_results` does. "interrupted": True when a stop was requested
+    (Ctrl-C, SIGTERM) before every run was done (the rest not run)."""
+    tasks, algos, options = list(prepared.tasks), list(prepared.algos), prepared.options
+    plans, records = list(prepared.plans), []
+    if plans:
+        records = run_plans(plans, prepared.states, prepared.run_options, progress, log)
+    interrupted = bool(records) and (records[-1]["status"] == "interrupted"
+                                     or len(records) < len(plans))
+    results = results_of(tasks, algos, prepared.out, options["bootstrap_resamples"],
+                         options["confidence"], options["bootstrap_seed"], prepared.budgets)
+    device = jax.devices()[0]
+    results.update(
+        command=command, date=datetime.datetime.now().isoformat(timespec="seconds"),
+        git_commit=_git_commit(), versions=library_versions(),
+        device={"kind": device.device_kind, "platform": device.platform,
+                "count": jax.device_count()},
+        options=dict(options),
+        task_definitions=[dataclasses.asdict(t) for t in tasks],
+        plans=[{"task": p.task.name, "algo": p.algo, "total_env_steps_requested": p.total_steps,
+                "total_env_steps_scheduled": schedule_of(p.config)["total_env_steps"],
+                "num_seeds": p.num_seeds, "seed": p.seed, "settings": list(p.settings),
+                "run_dir": str(p.run_dir)} for p in plans],
+        runs=records, interrupted=interrupted,
+        definitions={
+            "eval_mode": EVAL_MODE,
+            "budget": "per task, the env steps per seed every algorithm was asked to run: the "
+                      "task's budget x --steps-scale as planned, or in --aggregate-only mode "
+                      "the runs' own (summary.json config.total_env_steps); the env steps "
+                      "actually run (the trainers' schedules) are each run's total_env_steps",
+            "final": "the return of each seed's last evaluation; IQM over seeds",
+            "auc": "each seed's mean return over training: its eval curve linearly interpolated "
+                   "onto its pair's common grid (the union of the Diff and the Gaussian run's "
+                   "evaluation steps within the span both cover; an algorithm without a usable "
+                   "partner: its own evaluation steps), trapezoid integral / span; IQM over "
+                   "seeds. No AUC depends on which other algorithms ran",
+            "iqm": "interquartile mean: 2 * integral over quantile levels [1/4, 3/4] of the "
+                   "empirical quantile function (boundary runs weighted by their share: for 5 "
+                   "runs 0, 0.3, 0.4, 0.3, 0, where rliable's trim_mean has 0, 1/3, 1/3, 1/3, 0)",
+            "ci": f"{options['confidence']:.0%} percentile interval of "
+                  f"{options['bootstrap_resamples']} bootstrap resamples of the runs, with "
+                  f"replacement within each stratum (task; for differences, task x algorithm)",
+            "difference": "IQM(Diff) - IQM(Gaussian), the two algorithms' runs resampled "
+                          "independently, although both ran the same seeds (an unpaired "
+                          "interval: conservative when paired outcomes correlate positively); "
+                          "only for runs of equal env steps",
+            "verdict": "Diff wins if the difference's interval lies above 0, loses if below, "
+                       "ties otherwise",
+            "settings_differ": "per pair, the config fields (summary.json config) in which the "
+                               "Diff run differs from the Gaussian run, each algorithm having "
+                               f"its own (algo, env) preset; not compared: {', '.join(METHOD_FIELDS)} "
+                               "(the algorithm and its policy)",
+            "aggregate": "pooled IQM over (task, seed) of normalised scores (return - low) / "
+                         "(high - low), tasks with a score range where every algorithm has "
+                         "usable runs and every pair equal budgets; strata: tasks",
+            "usable": "a run counts when its summary.json status is completed and every "
+                      "return (stochastic and deterministic) is finite; diverged, failed, "
+                      "interrupted or missing runs are reported, not scored",
+        },
+    )
+    return results
 
 
 def reproduce(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, *,
@@ -593,63 +914,9 @@ def reproduce(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, *,
               bootstrap_seed: int = 0, options: RunOptions | None = None,
               progress: str | bool = "bar", command: str | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Plans and checks every run (ValueError / CheckpointError before anything compiles),
-    runs the missing ones (unless aggregate_only), and returns the results with their
-    provenance (command, versions, device, date, options) and the run records. Writes
-    nothing outside the run directories: `reproduction_report.write_results` does.
-    "interrupted": True in the result when a run was interrupted (the rest not run)."""
-    if not tasks:
-        raise ValueError("no tasks to run")
-    if not algos:
-        raise ValueError("no algorithms to run")
-    _check_resamples(bootstrap_resamples)
-    if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
-    options = (options or RunOptions(max_to_keep=1)).validate()
-    records, interrupted, plans = [], False, []
-    if not aggregate_only:
-        plans = plan_runs(tasks, algos, out, num_seeds, seed, steps_scale, settings)
-        states = check_run_dirs(plans, resume)
-        records = run_plans(plans, states, options, progress, log)
-        interrupted = bool(records) and records[-1]["status"] == "interrupted"
-    results = results_of(tasks, algos, out, bootstrap_resamples, confidence, bootstrap_seed)
-    device = jax.devices()[0]
-    results.update(
-        command=command, date=datetime.datetime.now().isoformat(timespec="seconds"),
-        git_commit=_git_commit(), versions=library_versions(),
-        device={"kind": device.device_kind, "platform": device.platform,
-                "count": jax.device_count()},
-        options={"tasks": [t.name for t in tasks], "algos": list(algos), "num_seeds": num_seeds,
-                 "seed": seed, "steps_scale": steps_scale, "settings": list(settings),
-                 "resume": resume, "aggregate_only": aggregate_only,
-                 "bootstrap_resamples": bootstrap_resamples, "confidence": confidence,
-                 "bootstrap_seed": bootstrap_seed},
-        task_definitions=[dataclasses.asdict(t) for t in tasks],
-        plans=[{"task": p.task.name, "algo": p.algo, "total_env_steps_requested": p.total_steps,
-                "num_seeds": p.num_seeds, "seed": p.seed, "settings": list(p.settings),
-                "run_dir": str(p.run_dir)} for p in plans],
-        runs=records, interrupted=interrupted,
-        definitions={
-            "eval_mode": EVAL_MODE,
-            "final": "the return of each seed's last evaluation; IQM over seeds",
-            "auc": "each seed's mean return over training: its eval curve linearly interpolated "
-                   "onto the task's common grid (the union of all usable algorithms' evaluation "
-                   "steps within the span they all cover), trapezoid integral / span; IQM over seeds",
-            "iqm": "interquartile mean: 2 * integral over quantile levels [1/4, 3/4] of the "
-                   "empirical quantile function (boundary runs weighted by their share)",
-            "ci": f"{confidence:.0%} percentile interval of {bootstrap_resamples} bootstrap "
-                  f"resamples of the runs, with replacement within each stratum (task; "
-                  f"for differences, task x algorithm)",
-            "difference": "IQM(Diff) - IQM(Gaussian), the two algorithms' runs resampled "
-                          "independently",
-            "verdict": "Diff wins if the difference's interval lies above 0, loses if below, "
-                       "ties otherwise",
-            "aggregate": "pooled IQM over (task, seed) of normalised scores (return - low) / "
-                         "(high - low), tasks with a score range where every algorithm has "
-                         "usable runs; strata: tasks",
-            "usable": "a run counts when its summary.json status is completed and every "
-                      "return is finite; diverged, failed, interrupted or missing runs are "
-                      "reported, not scored",
-        },
-    )
-    return results
+    """`prepare` (ValueError / CheckpointError before anything compiles) and `carry_out`."""
+    prepared = prepare(tasks, algos, out, num_seeds=num_seeds, seed=seed, steps_scale=steps_scale,
+                       settings=settings, resume=resume, aggregate_only=aggregate_only,
+                       bootstrap_resamples=bootstrap_resamples, confidence=confidence,
+                       bootstrap_seed=bootstrap_seed, options=options)
+    return carry_out(prepared, progress=progress, command=command, log=log)

@@ -3,7 +3,7 @@ results.md (markdown tables ready to paste) and figures (per-task learning curve
 and confidence band per algorithm over env steps; IQM intervals per task and across tasks).
 
 Figures are drawn on `matplotlib.figure.Figure` with an explicit Agg canvas (no pyplot), as
-in `diffrl_jax.plots`.
+in `diffrl_jax.plots`. results.json is strict JSON: a non-finite number is written as null.
 """
 
 import json
@@ -17,11 +17,22 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = ["format_interval", "format_number", "interval_figure", "learning_curves_figure",
-           "markdown_tables", "write_results"]
+           "markdown_tables", "strict_json", "write_results"]
 
 RESULTS_JSON, RESULTS_MD, PLOTS_DIR = "results.json", "results.md", "plots"
 INTERVALS_FILE = "iqm_intervals.png"
-_GAUSSIAN_OF = {"diffsac": "sac", "diffwpo": "wpo", "diffppo": "ppo"}
+# Styling: a Diff algorithm -> the Gaussian algorithm it extends (the pair shares a colour;
+# the Diff one is drawn solid, the Gaussian one dashed).
+_DIFF_TO_GAUSSIAN = {"diffsac": "sac", "diffwpo": "wpo", "diffppo": "ppo"}
+
+
+def _is_diff(algo: str) -> bool:
+    return algo in _DIFF_TO_GAUSSIAN
+
+
+def _family(algo: str) -> str:
+    """The Gaussian algorithm of algo's pair (algo itself when it is Gaussian or unpaired)."""
+    return _DIFF_TO_GAUSSIAN.get(algo, algo)
 
 
 # ---- numbers ----------------------------------------------------------------------------------
@@ -73,6 +84,24 @@ def _seeds(task: Mapping[str, Any]) -> str:
     return ", ".join(map(str, seeds)) or "-"
 
 
+def _value(x: Any) -> str:
+    if isinstance(x, float):
+        return format_number(x)
+    if isinstance(x, list):
+        return "(" + ", ".join(_value(v) for v in x) + ")"
+    return str(x)
+
+
+def _settings_differ(pair: Mapping[str, Any]) -> str:
+    """"field Diff vs Gaussian, ..." of a pair's `settings_differ`, "none", or "unknown"."""
+    differ = pair.get("settings_differ")
+    if differ is None:
+        return "unknown (no config of both runs)"
+    if not differ:
+        return "none"
+    return ", ".join(f"{d['field']} {_value(d['diff'])} vs {_value(d['base'])}" for d in differ)
+
+
 def _pair_cells(pair: Mapping[str, Any]) -> list[str]:
     if "unavailable" in pair:
         return ["-", f"n/a ({pair['unavailable']})", "-", "n/a"]
@@ -100,10 +129,21 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
         f"below, 'ties' otherwise.", "",
     ]
     tasks = results["tasks"]
-    for metric, title in (("final", "Final return (last evaluation, raw)"),
-                          ("auc", "Area under the curve (mean return over the common grid of "
-                                  "env steps, raw)")):
+    errors = results.get("analysis_errors") or []
+    if errors:
+        lines += ["## Analysis errors", ""]
+        lines += [f"- {e['task']}: {e['error']}" for e in errors]
+        lines += ["", "These tasks' cells read 'analysis failed'; the other results stand.", ""]
+    for metric, title, note in (
+            ("final", "Final return (last evaluation, raw)", None),
+            ("auc", "Area under the curve (mean return over training, raw)",
+             "Each algorithm's AUC is over its pair's common grid of env steps (the Diff and "
+             "the Gaussian run's evaluation steps within the span both cover; without a usable "
+             "partner: its own evaluation steps), so it does not depend on the other "
+             "algorithms; AUCs of different pairs cover nearly, not exactly, the same steps.")):
         lines += [f"## {title}", ""]
+        if note:
+            lines += [note, ""]
         lines += _table(["task", "env steps", "seeds"] + algos,
                         [[t["task"], _steps_run(t), _seeds(t)]
                          + [_cell(t["algos"][a], metric) for a in algos] for t in tasks])
@@ -113,10 +153,17 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
     if pair_rows:
         lines += ["## Diff − Gaussian per task (raw returns)", ""]
         lines += _table(["task", "pair", "Δ final IQM", "final", "Δ AUC IQM", "AUC"], pair_rows)
+        lines += ["", "Each algorithm runs its own (algo, env) preset. Settings that differ "
+                      "besides the policy (Diff vs Gaussian; the algorithm and its policy "
+                      "sub-config not compared):", ""]
+        lines += [f"- {t['task']} {p['diff']} − {p['base']}: {_settings_differ(p)}"
+                  for t in tasks for p in t["pairs"]]
         lines.append("")
     agg = results["aggregate"]
     lines += ["## Across tasks (normalised: (return − low) / (high − low))", ""]
-    if agg["tasks"]:
+    if agg.get("error"):
+        lines.append(f"The aggregate failed: {agg['error']}.  ")
+    elif agg["tasks"]:
         ranges = ", ".join(f"{t} [{format_number(lo)}, {format_number(hi)}]"
                            for t, (lo, hi) in agg["normalisation"].items())
         lines.append(f"Tasks (range): {ranges}.  ")
@@ -145,7 +192,11 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
                          format_number(e.get("env_steps_per_second"))])
     lines += _table(["task", "algo", "status", "seeds", "env steps", "compile s", "train s",
                      "env steps/s (all seeds)"], rows)
-    lines += ["", "Seconds and steps/s are those of each run's last session (summary.json)."]
+    lines += ["", "Seconds and steps/s are those of each run's last session (summary.json).  ",
+              "Budgets (env steps per seed each algorithm was asked for; the env steps column is "
+              "what its schedule ran): " + "; ".join(
+                  f"{t['task']} {'-' if t.get('budget') is None else format(t['budget'], ',d')}"
+                  f" ({t.get('budget_source')})" for t in tasks) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -159,10 +210,9 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def _style(algo: str, algos: Sequence[str]) -> dict[str, Any]:
     """One colour per pair (Diff solid, Gaussian dashed) and per unpaired algorithm."""
-    family = _GAUSSIAN_OF.get(algo, algo)
-    families = list(dict.fromkeys(_GAUSSIAN_OF.get(a, a) for a in algos))
-    return {"color": f"C{families.index(family) % 10}",
-            "ls": "-" if algo in _GAUSSIAN_OF else "--"}
+    families = list(dict.fromkeys(_family(a) for a in algos))
+    return {"color": f"C{families.index(_family(algo)) % 10}",
+            "ls": "-" if _is_diff(algo) else "--"}
 
 
 def learning_curves_figure(task: Mapping[str, Any], algos: Sequence[str]) -> Figure:
@@ -180,7 +230,7 @@ def learning_curves_figure(task: Mapping[str, Any], algos: Sequence[str]) -> Fig
         steps = e["eval_steps"]
         ax.plot(steps, curve["iqm"], lw=2.0, label=f"{algo} (n={e['num_seeds']})", **style)
         ax.fill_between(steps, curve["ci_low"], curve["ci_high"], color=style["color"],
-                        alpha=0.15 if algo in _GAUSSIAN_OF else 0.25, lw=0)
+                        alpha=0.15 if _is_diff(algo) else 0.25, lw=0)
         drawn = True
     if not drawn:
         ax.text(0.5, 0.5, "no usable runs", ha="center", va="center", transform=ax.transAxes)
@@ -203,8 +253,8 @@ def _interval_panel(ax: Any, stats: Mapping[str, Mapping[str, Any] | None], algo
             continue
         style = _style(algo, algos)
         ax.plot([stat["ci_low"], stat["ci_high"]], [i, i], color=style["color"], lw=4,
-                alpha=0.5 if algo in _GAUSSIAN_OF else 0.3, solid_capstyle="butt")
-        ax.plot([stat["iqm"]], [i], marker="o" if algo in _GAUSSIAN_OF else "s",
+                alpha=0.5 if _is_diff(algo) else 0.3, solid_capstyle="butt")
+        ax.plot([stat["iqm"]], [i], marker="o" if _is_diff(algo) else "s",
                 color=style["color"], ms=6)
     ax.set_yticks(range(len(algos)), list(algos))
     ax.set_ylim(len(algos) - 0.5, -0.5)
@@ -220,7 +270,7 @@ def interval_figure(results: Mapping[str, Any]) -> Figure:
     agg = results["aggregate"]
     panels = [(t["task"], {a: t["algos"][a].get("final") if t["algos"][a].get("usable") else None
                            for a in algos}, "final return (raw)") for t in results["tasks"]]
-    if agg["tasks"]:
+    if agg["tasks"] and agg["algos"]:
         for metric, name in (("final", "final return"), ("auc", "AUC")):
             panels.append((f"across {len(agg['tasks'])} task(s), normalised",
                            {a: agg["algos"][a][metric] for a in algos}, f"{name} (normalised)"))
@@ -240,14 +290,31 @@ def _file_name(task: str) -> str:
     return "learning_curves_" + "".join(c if c.isalnum() else "_" for c in task) + ".png"
 
 
+def strict_json(value: Any) -> Any:
+    """value with every non-finite float (NaN, inf) replaced by None and numpy scalars and
+    arrays as Python numbers and lists, so json.dumps(allow_nan=False) accepts it."""
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_results(results: Mapping[str, Any], out: str | Path, dpi: int = 110) -> dict[str, Any]:
-    """Writes OUT/results.json (results and, under "markdown", the tables), OUT/results.md
-    and OUT/plots/ (a learning-curve figure per task, iqm_intervals.png); returns their paths
-    and the markdown."""
+    """Writes OUT/results.json (results and, under "markdown", the tables; strict JSON,
+    `strict_json`), OUT/results.md and OUT/plots/ (a learning-curve figure per task,
+    iqm_intervals.png); returns their paths and the markdown."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     markdown = markdown_tables(results)
-    (out / RESULTS_JSON).write_text(json.dumps(dict(results, markdown=markdown), indent=1))
+    (out / RESULTS_JSON).write_text(json.dumps(strict_json(dict(results, markdown=markdown)),
+                                               indent=1, allow_nan=False))
     (out / RESULTS_MD).write_text(markdown)
     plots = out / PLOTS_DIR
     plots.mkdir(exist_ok=True)

@@ -4,6 +4,10 @@ under learning curves on a common grid of environment steps, per-task score norm
 Pure numpy; everything random takes a seed or a `numpy.random.Generator` and is deterministic
 given it. The interquartile mean and the stratified bootstrap follow Agarwal et al. (2021),
 "Deep RL at the edge of the statistical precipice"; the derivations are in the docstrings.
+One difference from their rliable library: for n runs not a multiple of 4, `iqm` gives the
+runs straddling a quartile fractional weights (n = 5: 0, 0.3, 0.4, 0.3, 0; `iqm_weights`),
+where rliable's scipy.stats.trim_mean(x, 0.25) cuts int(n / 4) whole runs per end (n = 5:
+0, 1/3, 1/3, 1/3, 0). For n a multiple of 4 both are the 25 % trimmed mean.
 """
 
 import math

@@ -24,17 +24,24 @@ skipped, interrupted ones resumed from their checkpoint, failed ones set aside (
 the off-policy learning_starts), e.g. 0.05 for a smoke run; --set FIELD=VALUE overrides a
 config field of every run, --set ALGO:FIELD=VALUE of one algorithm's runs.
 
+Both algorithms of a pair run the same env steps (settings under which their schedules
+differ are refused) and the same seeds; each runs its own (algo, env) preset, and the config
+fields in which a pair's runs differ besides the policy are listed under its table.
+
 Then, from the run directories (--aggregate-only: only this): per task and algorithm the
-final return and the area under the curve (mean return over a grid of env steps common to
-the task's algorithms), each as the interquartile mean (IQM) over seeds with a 95 %
+final return and the area under the curve (mean return over the env steps common to the
+pair's two runs), each as the interquartile mean (IQM) over seeds with a 95 %
 stratified-bootstrap interval; per pair the difference Diff - Gaussian with its interval and
 the verdict "Diff wins / ties / loses"; across the tasks with a score range, the IQM of
-normalised scores. Writes OUT/results.json (per-seed curves on the common grid, all tables,
-the command, versions, device, date), OUT/results.md (markdown tables, also printed) and
-OUT/plots/ (learning curves per task, IQM intervals).
+normalised scores. Writes OUT/results.json (per-seed curves, all tables, the command,
+versions, device, date), OUT/results.md (markdown tables, also printed) and OUT/plots/
+(learning curves per task, IQM intervals). A task whose analysis fails (a broken run
+directory) is reported and marked in the tables; the other tasks' results are written.
 
-Exit status: 0 done (even when some runs failed or diverged: see the tables), 2 bad
-arguments (before anything compiles), 130 interrupted (continue with --resume).
+Exit status: 0 done (even when some runs failed or diverged: see the tables), 1 the analysis
+of some task failed (reported; the rest written), 2 bad arguments (before anything
+compiles), 130 interrupted (continue with --resume; also after a Ctrl-C that came during a
+run's last interval: that run finishes, the next one is not started).
 """
 
 import argparse
@@ -44,7 +51,7 @@ import sys
 
 from diffrl_jax.checkpoints import CheckpointError
 from diffrl_jax.experiment import RunOptions, enable_compilation_cache
-from diffrl_jax.reproduction import TASK_LISTS, parse_algos, reproduce, resolve_tasks
+from diffrl_jax.reproduction import TASK_LISTS, carry_out, parse_algos, prepare, resolve_tasks
 from diffrl_jax.reproduction_report import write_results
 from diffrl_jax.run_logs import PROGRESS_MODES
 
@@ -93,17 +100,20 @@ def main(argv: list[str] | None = None) -> int:
         algos = parse_algos(args.algos)
         options = RunOptions(checkpoint_every=args.checkpoint_every, max_to_keep=1,
                              progress=args.progress).validate()
-        if not args.no_compile_cache and not args.aggregate_only:
-            enable_compilation_cache()
-        results = reproduce(
+        prepared = prepare(
             tasks, algos, args.out, num_seeds=args.num_seeds, seed=args.seed,
             steps_scale=args.steps_scale, settings=args.settings, resume=args.resume,
             aggregate_only=args.aggregate_only, bootstrap_resamples=args.bootstrap_resamples,
-            bootstrap_seed=args.bootstrap_seed, options=options, progress=args.progress,
-            command=shlex.join(["python", "experiments/reproduce.py", *argv]))
+            bootstrap_seed=args.bootstrap_seed, options=options)
     except (ValueError, CheckpointError, ImportError) as err:  # ImportError: mujoco_playground
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # From here on no error is an argument error: failed runs and analyses are reported.
+    if not args.no_compile_cache and not args.aggregate_only:
+        enable_compilation_cache()
+    try:
+        results = carry_out(prepared, progress=args.progress,
+                            command=shlex.join(["python", "experiments/reproduce.py", *argv]))
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with --resume (same options, --out {args.out})",
               file=sys.stderr)
@@ -112,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     print(written["markdown"])
     print(f"wrote {written['json']}, {written['markdown_path']} and {len(written['figures'])} "
           f"figure(s) in {args.out}/plots")
+    for error in results["analysis_errors"]:
+        print(f"error: the analysis of {error['task']} failed: {error['error']} (its cells say "
+              f"'analysis failed'; the other results are written)", file=sys.stderr)
     if results["interrupted"]:
         print("interrupted: continue with the same command and --resume", file=sys.stderr)
         return 130
-    return 0
+    return 1 if results["analysis_errors"] else 0
 
 
 if __name__ == "__main__":

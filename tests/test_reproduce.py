@@ -1,23 +1,29 @@
 """experiments/reproduce.py: argument errors before anything compiles, the aggregation on
-synthetic run directories (grid, AUC, IQMs, verdicts, exclusions), and one small end-to-end
-reproduction (toy/bandit, sac and diffsac, 2 seeds) whose tables are recomputed from the
-runs' summary.json files, resumed and re-aggregated."""
+synthetic run directories (grids, AUC, IQMs, verdicts, exclusions, budgets, settings that
+differ, analysis errors, strict JSON), and one small end-to-end reproduction (toy/bandit, sac
+and diffsac, 2 seeds; a Ctrl-C during sac's last interval stops it before diffsac, --resume
+finishes it) whose tables are recomputed from the runs' summary.json files, resumed and
+re-aggregated."""
 
 import contextlib
 import importlib.util
 import io
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import computed_once
+from diffrl_jax import experiment
 from diffrl_jax import reproduction as rp
-from diffrl_jax.reproduction_report import format_interval, markdown_tables
+from diffrl_jax.reproduction_report import format_interval, markdown_tables, write_results
 from diffrl_jax.score_stats import (
     area_under_curve,
     common_grid,
@@ -103,6 +109,16 @@ def test_every_pair_runs_the_same_env_steps():
             assert task.budget - 16 * 8 < run[task.name, "sac"] <= task.budget
 
 
+def test_plan_runs_refuses_unequal_budgets_within_a_pair(tmp_path):
+    task = rp.resolve_tasks("brax/inverted_pendulum")[0]
+    with pytest.raises(ValueError, match=r"task brax/inverted_pendulum: unequal budgets: "
+                                         r"diffppo would run 40,960 env steps per seed and ppo "):
+        rp.plan_runs([task], ["ppo", "diffppo"], tmp_path, settings=["ppo:unroll_length=24"])
+    # the same setting for both algorithms of the pair, or for an unpaired one, is fine
+    rp.plan_runs([task], ["ppo", "diffppo"], tmp_path, settings=["unroll_length=20"])
+    rp.plan_runs([task], ["ppo", "sac"], tmp_path, settings=["ppo:unroll_length=24"])
+
+
 # ---- CLI errors: exit 2 before anything compiles --------------------------------------------
 
 @pytest.mark.parametrize("extra, message", [
@@ -125,6 +141,7 @@ def test_every_pair_runs_the_same_env_steps():
      "task playground/CartpoleSwingup, algo sac: "),
     (["--checkpoint-every", "-1"], "checkpoint_every"),
     (["--resume", "--aggregate-only"], "leave out --resume"),
+    (["--algos", "ppo,diffppo", "--set", "ppo:unroll_length=24"], "unequal budgets: diffppo would run"),
 ])
 def test_cli_errors(tmp_path, capsys, extra, message):
     out = tmp_path / "out"
@@ -142,7 +159,7 @@ def test_cli_errors(tmp_path, capsys, extra, message):
 OFF_STEPS, ON_STEPS = [2000, 4000, 6000, 8000], [2048, 4096, 6144, 8192]
 
 
-def write_run(out, env, algo, final, steps=None, status="completed", curve=None):
+def write_run(out, env, algo, final, steps=None, status="completed", curve=None, config=None):
     """A summary.json as run_experiment writes it (the fields the aggregation reads), every
     seed's curve constant at its final return unless curve [seeds, T] is given."""
     steps = steps or (ON_STEPS if "ppo" in algo else OFF_STEPS)
@@ -159,9 +176,11 @@ def write_run(out, env, algo, final, steps=None, status="completed", curve=None)
                         "return_per_seed": curve[:, i].tolist(),
                         "return_deterministic_per_seed": (curve[:, i] + 1).tolist()}
                        for i, s in enumerate(steps)],
-        "train_seconds": 10.0, "compile_seconds": 5.0, "env_steps_per_second": 800.0, "config": {},
+        "train_seconds": 10.0, "compile_seconds": 5.0, "env_steps_per_second": 800.0,
+        "config": {} if config is None else config,
     }
     (directory / "summary.json").write_text(json.dumps(summary))
+    return directory / "summary.json"
 
 
 WIN = ([90, 91, 92, 93, 94], [10, 11, 12, 13, 14])      # diffsac, sac
@@ -194,8 +213,10 @@ def test_aggregation_verdicts_and_exclusions(tmp_path):
     out, tasks = synthetic(tmp_path)
     res = rp.results_of(tasks, ALGOS6, out, resamples=500)
     a = res["tasks"][0]
-    # the common grid: the union of all eval steps inside [2048, 8000]
-    assert a["grid"] == [2048, 4000, 4096, 6000, 6144, 8000]
+    # each pair's own grid: the union of its two runs' eval steps inside the span both cover
+    assert [p["grid"] for p in a["pairs"]] == [OFF_STEPS, OFF_STEPS, ON_STEPS]
+    assert a["algos"]["sac"]["auc_grid"] == OFF_STEPS and a["algos"]["ppo"]["auc_grid"] == ON_STEPS
+    assert a["budget"] is None and a["budget_source"].startswith("unknown")  # configs are {}
     assert a["algos"]["diffsac"]["final"]["iqm"] == pytest.approx(iqm(WIN[0]))  # 92
     assert a["algos"]["diffsac"]["auc_per_seed"] == pytest.approx(WIN[0])  # constant curves
     assert [(p["diff"], p["final"]["verdict"], p["auc"]["verdict"]) for p in a["pairs"]] == [
@@ -224,18 +245,32 @@ def test_aggregation_verdicts_and_exclusions(tmp_path):
     assert "| toy/d | 8,000–8,192 | 5 | diverged |" in md  # sac's cell in the final-return table
 
 
-def test_auc_on_the_common_grid_by_hand(tmp_path):
+def test_auc_on_the_pair_grid_by_hand_and_unequal_budgets(tmp_path):
     out = tmp_path / "runs"
     rising = np.array(OFF_STEPS, float) / 100  # r(s) = s / 100 on 2000..8000
     write_run(out, "toy/a", "diffsac", rising[-1:].repeat(2), curve=[rising, 2 * rising])
-    write_run(out, "toy/a", "sac", [5.0, 5.0], steps=[1000, 3000, 8192])
+    write_run(out, "toy/a", "sac", [5.0, 5.0], steps=[1000, 3000, 8192])  # 8,192 env steps
     res = rp.results_of([rp.Task("toy/a", 8192, 2, None)], ["sac", "diffsac"], out, resamples=50)
     task = res["tasks"][0]
-    assert task["grid"] == [2000, 3000, 4000, 6000, 8000]
+    assert task["algos"]["diffsac"]["auc_grid"] == [2000, 3000, 4000, 6000, 8000]
+    assert task["algos"]["sac"]["auc_grid"] == [2000, 3000, 4000, 6000, 8000]
     # the mean of a linear function over [2000, 8000] is its midpoint value
     assert task["algos"]["diffsac"]["auc_per_seed"] == pytest.approx([50.0, 100.0])
     assert task["algos"]["diffsac"]["grid_returns_per_seed"][0] == pytest.approx([20, 30, 40, 60, 80])
     assert task["algos"]["sac"]["auc_per_seed"] == pytest.approx([5.0, 5.0])
+    # 8,000 vs 8,192 env steps: each run is scored, the pair is not compared
+    pair = task["pairs"][0]
+    assert pair["unavailable"] == "unequal budgets: 8000 vs 8192 env steps"
+    assert "final" not in pair and "auc" not in pair
+    assert task["algos"]["sac"]["usable"] and task["algos"]["diffsac"]["usable"]
+    md = markdown_tables(dict(res, options={"algos": ["sac", "diffsac"], "confidence": 0.95,
+                                            "bootstrap_resamples": 50}))
+    assert "| toy/a | diffsac − sac | - | n/a (unequal budgets: 8000 vs 8192 env steps) |" in md
+    # a ranged task with unequal budgets stays out of the aggregate
+    ranged = rp.results_of([rp.Task("toy/a", 8192, 2, (0.0, 100.0))], ["sac", "diffsac"], out,
+                           resamples=50)["aggregate"]
+    assert ranged["tasks"] == [] and ranged["excluded"] == [
+        {"task": "toy/a", "reason": "diffsac − sac unequal budgets: 8000 vs 8192 env steps"}]
 
 
 def test_nonfinite_and_interrupted_runs_are_reported_not_scored(tmp_path):
@@ -250,9 +285,105 @@ def test_nonfinite_and_interrupted_runs_are_reported_not_scored(tmp_path):
     res = rp.results_of([rp.Task("toy/a", 8000, 2, (0.0, 1.0))], ["sac", "diffsac"], out, resamples=50)
     entry = res["tasks"][0]["algos"]
     assert not entry["sac"]["usable"] and not entry["diffsac"]["usable"]
-    assert res["tasks"][0]["grid"] is None
+    assert "auc_grid" not in entry["sac"] and "grid" not in res["tasks"][0]["pairs"][0]
     assert res["tasks"][0]["pairs"][0]["unavailable"] == "diffsac interrupted, sac non-finite"
     assert res["aggregate"]["tasks"] == []
+
+
+@pytest.mark.parametrize("where", ["final", "curve"])
+def test_nonfinite_deterministic_returns_are_not_scored_and_results_json_is_strict(tmp_path, where):
+    out = tmp_path / "runs"
+    path = write_run(out, "toy/a", "sac", [1.0, 2.0])
+    write_run(out, "toy/a", "diffsac", [3.0, 4.0])
+    summary = json.loads(path.read_text())
+    if where == "final":
+        summary["final_eval_return_deterministic"] = [1.0, float("inf")]
+    else:
+        summary["eval_curve"][1]["return_deterministic_per_seed"] = [float("nan"), 1.0]
+    path.write_text(json.dumps(summary))  # NaN / Infinity literals, as json.dumps writes them
+    run = rp.load_run_result(out / "toy/a/sac")
+    assert (run["status"], run["usable"]) == ("non-finite", False)
+    assert "deterministic" in run["message"]
+    res = rp.results_of([rp.Task("toy/a", 8000, 2, (0.0, 10.0))], ["sac", "diffsac"], out, resamples=50)
+    assert res["tasks"][0]["pairs"][0]["unavailable"] == "sac non-finite"
+    # results.json is strict JSON: any NaN left in the results (here planted) is null
+    res.update(options={"algos": ["sac", "diffsac"], "confidence": 0.95, "bootstrap_resamples": 50},
+               planted={"nan": float("nan"), "arr": np.array([1.0, np.inf]), "n": np.float32(2)})
+    written = write_results(res, tmp_path / "report")
+
+    def no_constants(name):
+        raise AssertionError(f"results.json holds {name}")
+
+    loaded = json.loads(written["json"].read_text(), parse_constant=no_constants)
+    assert loaded["planted"] == {"nan": None, "arr": [1.0, None], "n": 2.0}
+    assert loaded["tasks"][0]["algos"]["sac"]["status"] == "non-finite"
+
+
+def test_the_newest_record_of_a_run_wins(tmp_path):
+    run = tmp_path / "toy/a/sac"
+    summary = write_run(tmp_path, "toy/a", "sac", [1.0, 2.0], status="interrupted")
+    failure = run / rp.FAILURE_FILE
+    failure.write_text(json.dumps({"error": "RuntimeError: resume failed"}))
+    # a resume after the interrupted session failed: failure.json is newer
+    os.utime(summary, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(failure, ns=(2_000_000_000, 2_000_000_000))
+    assert rp.load_run_result(run)["status"] == "failed"
+    assert rp.load_run_result(run)["message"] == "RuntimeError: resume failed"
+    assert rp.dir_state(run) == "failed"
+    # a later session wrote the summary after the failure: the summary is the news
+    os.utime(summary, ns=(3_000_000_000, 3_000_000_000))
+    assert rp.load_run_result(run)["status"] == "interrupted"
+    data = json.loads(summary.read_text())
+    data["status"] = "completed"
+    summary.write_text(json.dumps(data))
+    os.utime(summary, ns=(3_000_000_000, 3_000_000_000))
+    assert rp.load_run_result(run)["usable"] and rp.dir_state(run) == "completed"
+    # the same time: the failure (recorded only after a summary's session) wins
+    os.utime(failure, ns=(3_000_000_000, 3_000_000_000))
+    assert rp.load_run_result(run)["status"] == "failed" and rp.dir_state(run) == "failed"
+
+
+def test_settings_that_differ_besides_the_policy(tmp_path):
+    out = tmp_path / "runs"
+    base = {"algo": "sac", "env": "toy/a", "total_env_steps": 8000, "tau": 0.005,
+            "updates_per_step": 8, "critic_hidden": [256, 256],
+            "diffusion": {"num_steps": 8, "hidden_sizes": [256, 256]},
+            "gaussian": {"hidden_sizes": [64, 64]}}
+    diff = dict(base, algo="diffsac", tau=0.05, updates_per_step=16, critic_hidden=[128],
+                diffusion={"num_steps": 4, "hidden_sizes": [32]}, gaussian={"hidden_sizes": [8]})
+    write_run(out, "toy/a", "diffsac", WIN[0], config=diff)
+    write_run(out, "toy/a", "sac", WIN[1], config=base)
+    write_run(out, "toy/a", "diffppo", TIE[0], config=dict(base, algo="diffppo", total_env_steps=8192))
+    write_run(out, "toy/a", "ppo", TIE[1], config=dict(base, algo="ppo", total_env_steps=8192))
+    write_run(out, "toy/a", "diffwpo", LOSE[0], config=dict(base, algo="diffwpo", extra=1))
+    res = rp.results_of([rp.Task("toy/a", 8192, 5, None)], ALGOS6, out, resamples=50)
+    pairs = {p["diff"]: p for p in res["tasks"][0]["pairs"]}
+    # algo and the policy sub-configs (diffusion, gaussian) define the method: not listed
+    assert pairs["diffsac"]["settings_differ"] == [
+        {"field": "critic_hidden", "diff": [128], "base": [256, 256]},
+        {"field": "tau", "diff": 0.05, "base": 0.005},
+        {"field": "updates_per_step", "diff": 16, "base": 8}]
+    assert pairs["diffppo"]["settings_differ"] == []
+    assert pairs["diffwpo"]["settings_differ"] is None  # wpo has no run
+    assert rp.settings_differences({"a": 1, "n": {"x": 1}}, {"n": {"x": 2, "y": 3}}) == [
+        {"field": "a", "diff": 1, "base": "<missing>"},
+        {"field": "n.x", "diff": 1, "base": 2}, {"field": "n.y", "diff": "<missing>", "base": 3}]
+    md = markdown_tables(dict(res, options={"algos": ALGOS6, "confidence": 0.95,
+                                            "bootstrap_resamples": 50}))
+    table_end = md.index("Settings that differ besides the policy")
+    assert md.index("## Diff − Gaussian per task") < table_end
+    assert ("- toy/a diffsac − sac: critic_hidden (128) vs (256, 256), tau 0.05 vs 0.005, "
+            "updates_per_step 16 vs 8\n") in md
+    assert "- toy/a diffppo − ppo: none\n" in md
+    assert "- toy/a diffwpo − wpo: unknown (no config of both runs)\n" in md
+    # the budget in aggregate-only mode: what the runs were asked for, where they agree
+    assert (res["tasks"][0]["budget"], res["tasks"][0]["budget_source"]) == (
+        None, "the runs disagree: config.total_env_steps 8000, 8192")
+    planned = rp.results_of([rp.Task("toy/a", 8192, 5, None)], ALGOS6, out, resamples=50,
+                            budgets={"toy/a": 4096})["tasks"][0]
+    assert (planned["budget"], planned["task_budget"]) == (4096, 8192)
+    only = rp.results_of([rp.Task("toy/a", 99, 5, None)], ["sac", "diffsac"], out, resamples=50)
+    assert (only["tasks"][0]["budget"], only["tasks"][0]["task_budget"]) == (8000, 99)
 
 
 def test_bootstrap_streams_do_not_depend_on_the_other_tasks(tmp_path):
@@ -261,6 +392,35 @@ def test_bootstrap_streams_do_not_depend_on_the_other_tasks(tmp_path):
     among = rp.results_of(tasks, ALGOS6, out, resamples=300)["tasks"][0]
     assert alone["algos"]["sac"]["final"] == among["algos"]["sac"]["final"]
     assert alone["pairs"][0]["final"] == among["pairs"][0]["final"]
+    assert alone["pairs"][0]["auc"] == among["pairs"][0]["auc"]
+
+
+def test_a_pairs_auc_does_not_depend_on_the_other_pairs_runs(tmp_path):
+    # rising curves, so the AUC depends on the grid; ppo evaluates at other steps
+    # (2048..8192), which would narrow a grid shared by all algorithms to [2048, 8000]
+    out = tmp_path / "runs"
+    rising = np.array(OFF_STEPS, float) / 100
+    write_run(out, "toy/a", "diffsac", [80.0, 160.0], curve=[rising, 2 * rising])
+    write_run(out, "toy/a", "sac", [40.0, 80.0], curve=[rising / 2, rising])
+    task = rp.Task("toy/a", 8192, 2, (0.0, 100.0))
+    keys = ("auc_per_seed", "auc", "auc_grid", "grid_returns_per_seed")
+
+    def sac_pair(algos):
+        res = rp.results_of([task], algos, out, resamples=200)
+        t = res["tasks"][0]
+        return ({a: {k: t["algos"][a][k] for k in keys} for a in ("sac", "diffsac")},
+                t["pairs"][0], res["aggregate"]["algos"]["sac"]["auc"])
+
+    alone = sac_pair(["sac", "diffsac"])
+    assert alone[0]["diffsac"]["auc_per_seed"] == pytest.approx([50.0, 100.0])
+    write_run(out, "toy/a", "ppo", [1.0, 2.0], curve=[np.array(ON_STEPS) / 100] * 2)
+    with_ppo = sac_pair(["sac", "diffsac", "ppo"])
+    write_run(out, "toy/a", "diffppo", [1.0, 2.0], curve=[np.array(ON_STEPS) / 50] * 2)
+    with_pair = sac_pair(["sac", "diffsac", "ppo", "diffppo"])
+    assert alone == with_ppo == with_pair
+    # ppo's AUC: its pair's grid, or without a usable partner its own evaluation steps
+    res = rp.results_of([task], ["sac", "ppo"], out, resamples=50)["tasks"][0]["algos"]["ppo"]
+    assert (res["auc_grid"], res["auc_grid_of"]) == (ON_STEPS, "own evaluation steps")
 
 
 def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
@@ -295,6 +455,68 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
     assert calls == [("sac", False)]
 
 
+def test_a_stop_requested_during_a_runs_last_interval_starts_no_further_run(tmp_path, monkeypatch):
+    # run_experiment reports "completed" (the run finished) with stop_requested: the Ctrl-C
+    # came during its last interval; the reproduction must not go on to the next run
+    calls = []
+
+    def fake_run(algo, env, total_steps, num_seeds, seed, out, **kwargs):
+        calls.append(algo)
+        return {"status": "completed", "message": None, "train_seconds": 1.0,
+                "compile_seconds": 2.0, "stop_requested": algo == "diffsac"}
+
+    monkeypatch.setattr(rp, "run_experiment", fake_run)
+    task = rp.Task("toy/a", 1000, 2)
+    plans = [rp.RunPlan(task, a, 1000, 2, 0, (), None, rp.run_dir(tmp_path, task, a))
+             for a in ("sac", "diffsac", "wpo")]
+    lines = []
+    records = rp.run_plans(plans, {}, rp.RunOptions(), progress="none", log=lines.append)
+    assert calls == ["sac", "diffsac"]
+    assert [(r["status"], r["stop_requested"]) for r in records] == [
+        ("completed", False), ("completed", True)]
+    assert "not starting the next run; continue with --resume" in lines[-1]
+    calls.clear()  # the stop request during the last plan: nothing is left to skip
+    assert len(rp.run_plans(plans[1:2], {}, rp.RunOptions(), "none", lambda line: None)) == 1
+
+
+def _analysis_list(out):
+    write_run(out, "toy/a", "diffsac", WIN[0])
+    write_run(out, "toy/a", "sac", WIN[1])
+    write_run(out, "toy/b", "diffsac", WIN[0])
+    broken = write_run(out, "toy/b", "sac", WIN[1])
+    summary = json.loads(broken.read_text())
+    summary["eval_curve"] = summary["eval_curve"][::-1]  # steps not increasing: common_grid raises
+    broken.write_text(json.dumps(summary))
+    return (rp.Task("toy/a", 8000, 5, (0.0, 100.0)), rp.Task("toy/b", 8000, 5, (0.0, 100.0)))
+
+
+def test_an_analysis_error_of_one_task_is_reported_and_the_rest_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    rp.TASK_LISTS["synthetic"] = _analysis_list(out)
+    try:
+        code = cli.main(["--tasks", "synthetic", "--algos", "sac,diffsac", "--out", str(out),
+                         "--aggregate-only", "--bootstrap-resamples", "100"])
+    finally:
+        del rp.TASK_LISTS["synthetic"]
+    captured = capsys.readouterr()
+    assert code == 1  # not 2: the arguments were fine
+    assert re.search(r"error: the analysis of toy/b failed: ValueError: .*strictly increasing",
+                     captured.err), captured.err
+    results = json.loads((out / "results.json").read_text())
+    a, b = results["tasks"]
+    assert a["pairs"][0]["final"]["verdict"] == "wins" and "error" not in a
+    assert b["error"].startswith("ValueError: ") and b["pairs"][0]["unavailable"] == "analysis failed"
+    assert b["algos"]["sac"]["status"] == "analysis failed"
+    assert [e["task"] for e in results["analysis_errors"]] == ["toy/b"]
+    assert "Traceback" in results["analysis_errors"][0]["traceback"]
+    assert results["aggregate"]["tasks"] == ["toy/a"]
+    assert results["aggregate"]["excluded"][0]["reason"].startswith("analysis failed: ValueError")
+    md = (out / "results.md").read_text()
+    assert "## Analysis errors" in md and "- toy/b: ValueError: " in md
+    assert "| toy/b | - | - | analysis failed | analysis failed |" in md
+    assert (out / "plots" / "learning_curves_toy_a.png").exists()
+
+
 # ---- one small reproduction end to end ------------------------------------------------------
 
 TINY = ("num_evals=2", "num_eval_envs=16", "diffusion.num_steps=2", "diffusion.hidden_sizes=(16,)",
@@ -321,14 +543,73 @@ def run_cli(argv):
     return code, stdout.getvalue()
 
 
+class _CtrlCInFirstRunsLastInterval(experiment._StopRequests):
+    """A Ctrl-C (a real SIGINT to this process) during the last of the first run's 2
+    intervals: too late to stop that run, which completes."""
+
+    fired = False
+
+    def agreed(self) -> bool:
+        self.checks = getattr(self, "checks", 0) + 1
+        if self.checks == 2 and not _CtrlCInFirstRunsLastInterval.fired:
+            _CtrlCInFirstRunsLastInterval.fired = True
+            if self.previous:  # our handler is installed (the main thread)
+                signal.raise_signal(signal.SIGINT)
+            else:
+                self.requested = True
+        return super().agreed()
+
+
+@contextlib.contextmanager
+def ctrl_c_in_first_runs_last_interval():
+    original = experiment._StopRequests
+    _CtrlCInFirstRunsLastInterval.fired = False
+    experiment._StopRequests = _CtrlCInFirstRunsLastInterval
+    try:
+        yield
+    finally:
+        experiment._StopRequests = original
+
+
 def _reproduce(directory: Path):
-    return run_cli(SMOKE_ARGS + ["--out", str(directory / "out")])
+    """The smoke reproduction, stopped by a Ctrl-C during sac's last interval (exit 130,
+    diffsac not started), then continued with --resume."""
+    out = directory / "out"
+    stderr = io.StringIO()
+    with ctrl_c_in_first_runs_last_interval(), contextlib.redirect_stderr(stderr):
+        stopped = run_cli(SMOKE_ARGS + ["--out", str(out)])
+    stopped_results = json.loads((out / "results.json").read_text())
+    stopped_results["test_stderr"] = stderr.getvalue()
+    return stopped, stopped_results, run_cli(SMOKE_ARGS + ["--out", str(out), "--resume"])
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    (code, stdout), directory = computed_once(tmp_path_factory, "test_reproduce_smoke", _reproduce)
-    return code, stdout, directory / "out"
+def smoke_sessions(tmp_path_factory):
+    (stopped, stopped_results, resumed), directory = computed_once(
+        tmp_path_factory, "test_reproduce_smoke", _reproduce)
+    return stopped, stopped_results, resumed, directory / "out"
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_sessions):
+    _, _, (code, stdout), out = smoke_sessions
+    return code, stdout, out
+
+
+def test_smoke_a_ctrl_c_in_a_runs_last_interval_stops_before_the_next_run(smoke_sessions):
+    (code, stdout), results, _, out = smoke_sessions
+    assert code == 130
+    assert results["interrupted"] is True
+    assert [(r["algo"], r["status"], r["stop_requested"]) for r in results["runs"]] == [
+        ("sac", "completed", True)]  # diffsac was not started
+    sac, diffsac = (results["tasks"][0]["algos"][a] for a in ("sac", "diffsac"))
+    assert sac["usable"] and diffsac["status"] == "missing"
+    summary = json.loads((out / "toy/bandit/sac/summary.json").read_text())
+    assert summary["status"] == "completed" and summary["stop_requested"] is True
+    assert "not starting the next run; continue with --resume" in stdout
+    if threading.current_thread() is threading.main_thread():  # the SIGINT handler ran
+        assert "SIGINT: stopping after the current interval" in results["test_stderr"]
+    assert "interrupted: continue with the same command and --resume" in results["test_stderr"]
 
 
 def test_smoke_writes_runs_results_and_plots(smoke):
@@ -344,7 +625,10 @@ def test_smoke_writes_runs_results_and_plots(smoke):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     assert results["command"] == shlex.join(
-        ["python", "experiments/reproduce.py"] + SMOKE_ARGS + ["--out", str(out)])
+        ["python", "experiments/reproduce.py"] + SMOKE_ARGS + ["--out", str(out), "--resume"])
+    assert [(r["algo"], r["skipped"]) for r in results["runs"]] == [("sac", True), ("diffsac", False)]
+    assert results["runs"][1]["stop_requested"] is False and results["interrupted"] is False
+    assert results["tasks"][0]["budget"] == 1024 and results["plans"][0]["total_env_steps_requested"] == 1024
     assert results["versions"]["jax"] and results["device"]["kind"] and results["date"]
     assert (out / "results.md").read_text() in stdout  # the tables are printed
     assert results["markdown"] == (out / "results.md").read_text()
@@ -361,7 +645,7 @@ def test_smoke_tables_equal_the_runs_summaries(smoke):
                   np.array([p["return_per_seed"] for p in s["eval_curve"]]).T)
               for a, s in summaries.items()}
     grid = common_grid([c[0] for c in curves.values()])
-    assert task["grid"] == grid.tolist()
+    assert task["pairs"][0]["grid"] == grid.tolist() == task["algos"]["sac"]["auc_grid"]
     for algo, summary in summaries.items():
         entry = task["algos"][algo]
         final = np.array(summary["final_eval_return"])
@@ -406,7 +690,11 @@ def test_smoke_resume_skips_finished_runs_and_aggregate_only_recomputes(smoke, t
                             "--aggregate-only", "--bootstrap-resamples", "300"])
     assert code == 0 and "| toy/bandit | diffsac − sac |" in stdout
     recomputed = json.loads((out / "results.json").read_text())
-    assert recomputed["tasks"] == before["tasks"] and recomputed["aggregate"] == before["aggregate"]
+    assert recomputed["aggregate"] == before["aggregate"]
+    # the same budget, read back from the runs instead of planned
+    assert [t.pop("budget_source") for t in recomputed["tasks"] + before["tasks"]] == [
+        "the runs' summary.json config.total_env_steps", "planned: the task's budget x --steps-scale"]
+    assert recomputed["tasks"] == before["tasks"]
     # other options for a finished run are refused, not silently reused
     code, _ = run_cli(SMOKE_ARGS + ["--out", str(out), "--resume", "--num-seeds", "3"])
     assert code == 2

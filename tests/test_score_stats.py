@@ -60,6 +60,8 @@ def test_iqm_differs_from_scipy_when_a_run_straddles_a_quartile(n):
     w = iqm_weights(n)
     assert iqm(x) == pytest.approx(float(np.sort(x) @ w))
     assert iqm(x) != pytest.approx(stats.trim_mean(x, 0.25))
+    cut = n // 4  # rliable's weights: 1 / (n - 2 cut) on the runs scipy keeps
+    assert stats.trim_mean(x, 0.25) == pytest.approx(float(np.sort(x)[cut:n - cut].mean()))
 
 
 def test_iqm_equals_twice_the_quantile_integral():
