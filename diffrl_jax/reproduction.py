@@ -412,6 +412,11 @@ def execute(plan: RunPlan, state: str, options: RunOptions, progress: str | bool
     record: dict[str, Any] = {"task": plan.task.name, "algo": plan.algo, "run_dir": str(plan.run_dir)}
     if state in FINISHED:
         return dict(record, status=state, skipped=True)
+    now = dir_state(plan.run_dir)
+    if now != state:  # e.g. another reproduction writing into the same OUT ran it meanwhile
+        return dict(record, status="conflict", skipped=True,
+                    message=f"{plan.run_dir} changed since planning ({state} -> {now}): left "
+                            f"as it is; do not run two reproductions on one run directory")
     if state in ("failed", "leftover"):
         record["set_aside"] = str(_set_aside(plan.run_dir))
     try:

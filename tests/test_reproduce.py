@@ -698,3 +698,17 @@ def test_smoke_resume_skips_finished_runs_and_aggregate_only_recomputes(smoke, t
     # other options for a finished run are refused, not silently reused
     code, _ = run_cli(SMOKE_ARGS + ["--out", str(out), "--resume", "--num-seeds", "3"])
     assert code == 2
+
+
+def test_a_run_directory_written_since_planning_is_left_alone(tmp_path, monkeypatch):
+    # two reproductions on one OUT: the other one finished this run after we planned it
+    calls = []
+    monkeypatch.setattr(rp, "run_experiment", lambda *a, **k: calls.append(a) or {})
+    task = rp.Task("toy/a", 1000, 2)
+    plan = rp.RunPlan(task, "sac", 1000, 2, 0, (), None, rp.run_dir(tmp_path, task, "sac"))
+    plan.run_dir.mkdir(parents=True)
+    (plan.run_dir / "summary.json").write_text(json.dumps({"status": "completed"}))
+    record = rp.execute(plan, "none", rp.RunOptions(), "none")
+    assert record["status"] == "conflict" and "changed since planning" in record["message"]
+    assert calls == [] and not (plan.run_dir / rp.FAILURE_FILE).exists()
+    assert rp.dir_state(plan.run_dir) == "completed"
