@@ -26,7 +26,7 @@ from diffrl_jax.checkpoints import (
     nonfinite_leaves,
 )
 from diffrl_jax.config_overrides import parse_overrides
-from diffrl_jax.envs import check_env_name, list_envs, peaks_of
+from diffrl_jax.envs import check_env_name, peaks_of
 from diffrl_jax.envs.brax_core import BRAX_BACKENDS
 from diffrl_jax.parallel import (
     gather_to_host,
@@ -56,12 +56,10 @@ def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | No
     ("default": the (algo, env) preset of `diffrl_jax.presets`), then keyword overrides, then
     `settings` ("field=value" / "nested.field=value" strings, as `--set` takes them)."""
     trainer = trainer_for(algo)
-    if env not in list_envs():
-        try:
-            check_env_name(env)  # the specific reason (e.g. a playground/ task) if there is one
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        raise ConfigError(f"unknown environment {env!r}; allowed: {list_envs()}")
+    try:
+        check_env_name(env)  # the specific reason (e.g. a playground/ task) if there is one
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     require_choice("config", "backend", backend, BRAX_BACKENDS)
     config = trainer.config_class(algo=algo, env=env, backend=backend)
     config = apply_overrides(config, named_preset_overrides(preset, algo, env))
