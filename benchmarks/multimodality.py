@@ -18,11 +18,15 @@ Settings. toy/bandit: the project's (algo, env) presets (`diffrl_jax.presets`).
 toy/double_well has no presets (the algorithm defaults are sized for MuJoCo tasks), so this
 benchmark gives it its own explicit small settings, `DOUBLE_WELL_SETTINGS` below, derived
 from the bandit presets (same networks, learning rates and temperatures) with discount 0.9
-(the episodes last 10 steps) and on-policy rollouts of whole 10-step episodes. They are
-UNTUNED, except DiffSAC's, adjusted once after its first run collapsed (4 variants tried,
-one run of 4 seeds each): learning_starts 2,000 and target_entropy_multiplier 3 (the comment
-above DOUBLE_WELL_SETTINGS gives what each variant did). `--set FIELD=VALUE` adds overrides
-to every run (e.g. `--set total_env_steps=50000`).
+(the episodes last 10 steps), on-policy rollouts of whole 10-step episodes and equal
+env-step budgets within each pair (24k SAC / DiffSAC, 16k WPO / DiffWPO, 192k PPO /
+DiffPPO). The Gaussian ones are untuned. The diffusion ones were adjusted in two rounds
+(the comment above DOUBLE_WELL_SETTINGS gives every variant's numbers): smaller denoising
+steps (dt0 0.02, DiffPPO 0.03, instead of 0.06: the last step's noise was as wide as the
+gap between the peaks), and per algorithm the temperature target or coefficient; DiffSAC
+uses the full-chain estimator (`estimator="full_chain"`), because with the per-step one no
+variant tried formed two separate modes. `--set FIELD=VALUE` adds overrides to every run
+(e.g. `--set total_env_steps=50000`).
 
 Metrics, per seed and probe state, over the first action dimension (the toys have one):
   mode fractions     the share of sampled actions nearest each reward peak (-0.5, +0.5;
@@ -31,6 +35,9 @@ Metrics, per seed and probe state, over the first action dimension (the toys hav
                      bandit's bump width) of each peak. Mode fractions alone cannot tell
                      two modes from one wide or near-uniform spread (each splits about
                      50/50 by nearest peak); these shares, the KL and the return can.
+  valley shares      the share within NEAR_PEAK_RADIUS of each midpoint between adjacent
+                     peaks (a = 0 for the toys), and "dip" per state: valley share <=
+                     DIP_RATIO x the smaller near-peak share (see the verdict).
   histogram          p_j = counts / samples over BINS equal bins of [-1, 1] (`histogram_
                      probabilities`; actions outside [-1, 1] or non-finite are dropped; the
                      policies' actions are tanh-squashed, so none are).
@@ -72,11 +79,18 @@ interval's updates; for the Diff variants the lower bound of spec section 3, in 
 space unless squash_log_det), and the final stochastic evaluation return ("final_eval_return"
 of the run's summary: the mean over its num_eval_envs evaluation episodes).
 
-Verdict per (env, algo): for each seed and probe state take the smallest mode fraction (the
-share of the less used peak); average it over seeds and probe states; "both modes" if that
-average is >= MODE_THRESHOLD = 0.2, else "collapsed". (Taking the minimum per state first
-means a policy that picks the left peak at one heading and the right peak at another still
-counts as collapsed. The spec's multimodality test, section 6, asks for 25 % per mode.)
+Verdict per (env, algo), one of "both modes", "no dip", "collapsed": for each seed
+and probe state (a cell) take the smallest mode fraction (the share of the less used peak);
+average it over the cells; "collapsed" if that average is < MODE_THRESHOLD = 0.2 (taking
+the minimum per state first means a policy that picks the left peak at one heading and the
+right peak at another still counts as collapsed; the spec's multimodality test, section 6,
+asks for 25 % per mode). A balanced policy is "both modes" only if its actions also dip
+between the peaks: a cell has a dip when its valley share (within NEAR_PEAK_RADIUS of the
+midpoint a = 0) is <= DIP_RATIO = 0.5 times its smaller near-peak share (same window width,
+so a density comparison), and at least DIP_SHARE = 0.75 of the cells need one; otherwise
+"no dip": one hump over both peaks, or a near-uniform spread (each splits 50/50 by
+nearest peak but has valley share >= near-peak share), or a mix of seeds with two modes and
+seeds collapsed onto one peak (a collapsed cell has no dip).
 
 Output: a printed table (mode fractions min / max: the means over seeds and states of the
 smaller and larger share; KL, entropies and return: means over seeds and states), JSON at
@@ -131,8 +145,10 @@ QUICK_ENVS = ("toy/bandit",)
 QUICK_ALGOS = ("ppo", "diffppo")
 QUICK_SEEDS = 2
 QUICK_SAMPLES = 512
-MODE_THRESHOLD = 0.2  # "both modes": mean over seeds and states of the smaller share >= this
-NEAR_PEAK_RADIUS = 0.1  # "near a peak": |a - peak| <= this
+MODE_THRESHOLD = 0.2  # balanced: mean over seeds and states of the smaller share >= this
+NEAR_PEAK_RADIUS = 0.1  # "near a peak" / "in the valley": |a - centre| <= this
+DIP_RATIO = 0.5  # a dip: valley share <= this times the smaller near-peak share
+DIP_SHARE = 0.75  # "both modes" needs a dip in at least this share of (seed, state) cells
 KL_EPSILON = 1e-6  # probability added to every target bin (then renormalised) in the KL
 TARGET_SUBDIVISIONS = 64  # midpoint-rule points per bin for the target's bin integrals
 HISTOGRAM_FILE = "multimodality_histograms.png"
@@ -250,6 +266,28 @@ def near_peak_fractions(actions: Any, peaks: Sequence[float],
     return near.mean(axis=0)
 
 
+def valley_fractions(actions: Any, peaks: Sequence[float],
+                     radius: float = NEAR_PEAK_RADIUS) -> np.ndarray:
+    """actions [n] (or [n, A]: the first dimension) -> [P - 1]: the share of the finite
+    actions within `radius` of each midpoint between adjacent (sorted) peaks, the valleys
+    (for the toys' peaks -0.5 and +0.5 the one valley is a = 0; zeros when no action is
+    finite)."""
+    ordered = np.sort(np.asarray(peaks, dtype=np.float64))
+    if ordered.size < 2:
+        raise ValueError(f"valleys need at least two peaks, got {tuple(peaks)}")
+    return near_peak_fractions(actions, 0.5 * (ordered[:-1] + ordered[1:]), radius)
+
+
+def has_dip(near_peak: Sequence[float], valleys: Sequence[float],
+            ratio: float = DIP_RATIO) -> bool:
+    """True when the action density falls between the peaks: the smaller near-peak share is
+    positive and every valley share is <= ratio times it (the windows have the same width, so
+    this compares densities). One wide hump over both peaks, or a uniform spread (near-peak
+    and valley shares equal), has no dip; two separated modes do."""
+    smallest = float(np.min(near_peak))
+    return smallest > 0 and float(np.max(valleys)) <= ratio * smallest
+
+
 def target_mode_fractions(q: Any, edges: Any, peaks: Sequence[float]) -> np.ndarray:
     """[P]: the target's bin masses q assigned to the peak nearest each bin's centre."""
     centres = 0.5 * (np.asarray(edges[:-1]) + np.asarray(edges[1:]))
@@ -257,57 +295,94 @@ def target_mode_fractions(q: Any, edges: Any, peaks: Sequence[float]) -> np.ndar
     return np.bincount(nearest, weights=np.asarray(q, dtype=np.float64), minlength=len(peaks))
 
 
-def verdict(smallest_fractions: Any, threshold: float = MODE_THRESHOLD) -> str:
-    """"both modes" if the mean of the smallest mode fraction of each (seed, state) is
-    >= threshold, else "collapsed"."""
+VERDICTS = ("both modes", "no dip", "collapsed")
+
+
+def verdict(smallest_fractions: Any, dips: Any, threshold: float = MODE_THRESHOLD,
+            dip_share: float = DIP_SHARE) -> str:
+    """One of VERDICTS from the (seed, state) cells' smallest mode fractions and whether each
+    cell's histogram has a dip (`has_dip`): "collapsed" if the mean smallest fraction is
+    < threshold; else "both modes" if at least dip_share of the cells have a dip, "no dip"
+    if not (balanced between the peaks on average, but not two separate modes)."""
     values = np.asarray(smallest_fractions, dtype=np.float64).ravel()
+    dip_flags = np.asarray(dips, dtype=bool).ravel()
     if values.size == 0:
         raise ValueError("a verdict needs at least one smallest mode fraction")
-    return "both modes" if float(np.mean(values)) >= threshold else "collapsed"
+    if dip_flags.size != values.size:
+        raise ValueError(f"one dip flag per cell: {values.size} fractions, {dip_flags.size} flags")
+    if float(np.mean(values)) < threshold:
+        return "collapsed"
+    return "both modes" if float(np.mean(dip_flags)) >= dip_share else "no dip"
 
 
 # ---- run settings ---------------------------------------------------------------------------
 
 _DW_GAUSSIAN = GaussianPolicyConfig(hidden_sizes=(64, 64))
+# The diffusion chains' last denoising step adds Gaussian noise of std sqrt(2 eta_{K-1}) in
+# pre-squash space, eta_{K-1} = dt0 * 0.27 / friction 0.25 at initialisation: 0.36 with
+# SMALL_DIFFUSION's (and PPO_BANDIT_DIFFUSION's) dt0 0.06, about the distance from a peak
+# (x = atanh(0.5) = 0.55) to the valley, so no density can dip much between the peaks. The
+# double well uses dt0 0.02 (std 0.21) off-policy and 0.03 (0.26) for DiffPPO.
+_DW_DIFFUSION = dataclasses.replace(SMALL_DIFFUSION, dt0=0.02)
+_DW_PPO_DIFFUSION = dataclasses.replace(PPO_BANDIT_DIFFUSION, dt0=0.03)
 _DW_OFF_POLICY = dict(
     total_env_steps=16_000, num_envs=16, learning_starts=1_000, batch_size=256,
     updates_per_step=4, num_evals=4, num_eval_envs=64, discount=0.9, normalize_obs=False,
     actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, init_alpha=0.05, critic_hidden=(128, 128),
 )
 _DW_DIFF_OFF_POLICY = dict(
-    _DW_OFF_POLICY, total_env_steps=24_000, updates_per_step=8, diffusion=SMALL_DIFFUSION,
-    tau=0.05, max_grad_norm=0.5, critic_layer_norm=True, target_entropy_multiplier=4.0,
+    _DW_OFF_POLICY, updates_per_step=8, diffusion=_DW_DIFFUSION, learning_starts=2_000,
+    tau=0.05, max_grad_norm=0.5, critic_layer_norm=True, target_entropy_multiplier=8.0,
 )
 _DW_ON_POLICY = dict(
-    total_env_steps=64_000, num_envs=64, unroll_length=10, num_epochs=4, num_minibatches=4,
+    total_env_steps=192_000, num_envs=64, unroll_length=10, num_epochs=4, num_minibatches=4,
     num_evals=4, num_eval_envs=64, discount=0.9, normalize_obs=False, critic_lr=1e-3,
     value_hidden=(64, 64),
 )
-# Explicit settings for toy/double_well (see the module docstring), untuned except DiffSAC's.
-# DiffSAC, adjusted once (CPU, 4 seeds per variant; "min" = the smaller mode fraction, mean
-# over seeds and the 4 probe headings; alpha = final learned temperature). With the shared
-# settings (learning_starts 1,000, multiplier 4: target H_hat = H(prior) - 4 = -1.48 nats)
-# H_hat stayed at -1.0 to -1.3, above its target, so alpha fell steadily (0.05 -> 0.004) and
-# in the last quarter of training the policy drifted onto one peak: min 0.16, 1 of 4 seeds
-# >= 0.2, alpha 0.011. Prefilling 2,000 random steps (as DiffWPO) alone: min 0.19 (2 of 4;
-# two seeds at 6-9 %), alpha still fell to 0.006. Multiplier 3.5 (target -0.98): min 0.42,
-# 4 of 4, but alpha still falling (0.011). A fixed alpha 0.02 (learn_alpha False): min 0.43,
-# 4 of 4. Multiplier 3 (target -0.48, which H_hat reaches): alpha settles at ~0.05 (the
-# bandit's 0.066) instead of running to 0, min 0.44, worst seed-and-heading 0.32, 4 of 4:
-# kept. Caveat, from the histograms: in all three passing variants each heading's actions
-# form one wide hump over about [-0.8, 0.8] (near-peak shares ~0.08-0.09, what a uniform
-# spread gives: 0.1; deterministic returns 0.0-2.5 of 10), balanced between the peaks rather
-# than two separate modes; the mode-fraction verdict cannot tell the two apart.
+# Explicit settings for toy/double_well (see the module docstring). The Gaussian ones are
+# untuned; the diffusion ones were adjusted in two rounds, each variant one run of 4 seeds on
+# CPU ("min": mean smaller mode fraction; "near" / "valley": mean smaller near-peak / valley
+# share; "dips": share of (seed, heading) cells with a dip; alpha: final temperature;
+# return: stochastic, of 10; budgets 16k env steps off-policy, SAC and DiffSAC 24k, on-policy
+# 64k in round 1).
+# Round 1, nearest-peak verdict only. Shared settings (dt0 0.06, multiplier 4): DiffWPO min
+# 0.32, DiffPPO 0.25 passed; DiffSAC's alpha ran to 0.004-0.011 and it drifted to one peak
+# (min 0.16). For DiffSAC: learning_starts 2,000 alone 0.19; multiplier 3.5 0.42; fixed alpha
+# 0.02 0.43; multiplier 3 0.44 (alpha settles at 0.05). But every passing variant was one
+# wide hump over [-0.8, 0.8] (near 0.05-0.09, what a uniform spread gives: 0.1).
+# Round 2, with the dip criterion. DiffPPO (c = entropy coefficient): round-1 settings no dip
+# (near 0.05, valley 0.12, dips 0, return 5.1); dt0 0.03: no dip (0.09, 0.07, 0.25, 6.5);
+# dt0 0.015: collapsed (min 0.12: 2 seeds on one peak); dt0 0.03 and 192k steps: two seeds
+# with two narrow modes, two collapsed (min 0.25, dips 0.5); dt0 0.015, c 0.2, 192k: both
+# modes (min 0.48, near 0.29, valley 0.02, dips 1.0, return 8.0); dt0 0.03, c 0.15, 192k:
+# both modes (0.48, 0.31, 0.013, 1.0, return 8.3): kept. PPO at the same 192k, c 0.05 and
+# 0.15: collapsed in 4 of 4 (returns 9.7, 9.1). DiffWPO: dt0 0.02 with multiplier 4: two
+# wide humps reaching the squash limits, alpha rose to 0.39 (H_hat falls with the smaller
+# steps, so its target had to come down), return 0.5; dt0 0.02 with multiplier 8 (the
+# MuJoCo preset's): both modes (min 0.33, near 0.18, valley 0.011, dips 0.94, alpha 0.021,
+# return 7.7): kept. DiffSAC with the paper's per-step estimator: round-1 settings (dt0
+# 0.06, multiplier 3) no dip (near 0.09, dips 0); dt0 0.02: no dip, a near-uniform spread
+# over [-0.7, 0.7] (near 0.10, valley 0.18, alpha 0.04, return 4.1); dt0 0.02 with
+# multiplier 8: collapsed (min 0.007, alpha fell to 0.001); multiplier 5: collapsed (min
+# 0.06, alpha 0.004); a fixed alpha of 0.05 or 0.2: no dip (near 0.10, valley 0.18 / 0.15,
+# return 4.1 / 3.2). Its actor sees the reward only through the critics of the
+# intermediate denoising steps, each bootstrapped from the next.
+# With the full-chain estimator (spec section 4: the actor loss alpha sum_k l_k - Q(s, x_K)
+# backpropagated through all K steps, so the last step's critic drives every step), dt0 0.02
+# and multiplier 3: both modes (min 0.49, near 0.25, valley 0.028, dips 1.0, alpha 0.22,
+# return 7.4, KL to its Boltzmann target 0.21 nats): kept, so DiffSAC here is the full-chain
+# variant (it trained in 1,034 s against 496 s for the per-step runs beside it on this CPU).
 DOUBLE_WELL_SETTINGS: dict[str, dict[str, Any]] = {
-    "sac": dict(_DW_OFF_POLICY, gaussian=_DW_GAUSSIAN),
-    "diffsac": dict(_DW_DIFF_OFF_POLICY, learning_starts=2_000, target_entropy_multiplier=3.0),
+    "sac": dict(_DW_OFF_POLICY, total_env_steps=24_000, gaussian=_DW_GAUSSIAN),
+    "diffsac": dict(_DW_DIFF_OFF_POLICY, total_env_steps=24_000, estimator="full_chain",
+                    target_entropy_multiplier=3.0),
     "wpo": dict(_DW_OFF_POLICY, gaussian=_DW_GAUSSIAN, actor_lr=3e-3, init_alpha=0.01,
                 natural_gradient=True, policy_tau=0.05),
-    "diffwpo": dict(_DW_DIFF_OFF_POLICY, total_env_steps=16_000, learning_starts=2_000,
-                    natural_gradient=False, policy_tau=0.05, num_action_samples=1),
+    "diffwpo": dict(_DW_DIFF_OFF_POLICY, natural_gradient=False, policy_tau=0.05,
+                    num_action_samples=1),
     "ppo": dict(_DW_ON_POLICY, gaussian=_DW_GAUSSIAN, actor_lr=1e-3, entropy_coef=0.05),
-    "diffppo": dict(_DW_ON_POLICY, diffusion=PPO_BANDIT_DIFFUSION, actor_lr=3e-3,
-                    entropy_coef=0.1),
+    "diffppo": dict(_DW_ON_POLICY, diffusion=_DW_PPO_DIFFUSION, actor_lr=3e-3,
+                    entropy_coef=0.15),
 }
 
 
@@ -436,12 +511,16 @@ def analyse_actions(actions: np.ndarray, alphas: np.ndarray, env: str, labels: S
         for label, state_actions in zip(labels, seed_actions):
             p, _ = histogram_probabilities(state_actions, bins)
             fractions = mode_fractions(state_actions, peaks)
+            near = near_peak_fractions(state_actions, peaks)
+            valleys = valley_fractions(state_actions, peaks)
             states.append({
                 "state": label,
                 "mode_fractions": [float(f) for f in fractions],
                 "min_mode_fraction": float(fractions.min()),
                 "max_mode_fraction": float(fractions.max()),
-                "near_peak_fractions": [float(f) for f in near_peak_fractions(state_actions, peaks)],
+                "near_peak_fractions": [float(f) for f in near],
+                "valley_fractions": [float(f) for f in valleys],
+                "dip": has_dip(near, valleys),
                 "kl_to_target": None if target is None else kl_divergence(p, target),
                 "histogram_entropy": histogram_entropy(p, edges),
                 "histogram": [float(x) for x in p],
@@ -461,20 +540,24 @@ def summarise(per_seed: list[dict[str, Any]], returns: Sequence[float],
     """The row's aggregates: means over seeds and states, the worst seed, the verdict."""
     cells = [s for seed in per_seed for s in seed["states"]]
     smallest = [c["min_mode_fraction"] for c in cells]
+    dips = [c["dip"] for c in cells]
     return {
         "mode_fraction_min_mean": float(np.mean(smallest)),
         "mode_fraction_max_mean": float(np.mean([c["max_mode_fraction"] for c in cells])),
         "mode_fraction_min_worst": float(np.min(smallest)),
         "near_peak_min_mean": float(np.mean([min(c["near_peak_fractions"]) for c in cells])),
+        "valley_mean": float(np.mean([max(c["valley_fractions"]) for c in cells])),
+        "dip_share": float(np.mean(dips)),
         "kl_mean": _mean_or_none([c["kl_to_target"] for c in cells]),
         "histogram_entropy_mean": float(np.mean([c["histogram_entropy"] for c in cells])),
         "target_histogram_entropy_mean": _mean_or_none([s["target_histogram_entropy"] for s in per_seed]),
         "entropy_hat_mean": _mean_or_none(list(entropies)),
         "alpha_mean": _mean_or_none([s["alpha"] for s in per_seed]),
         "return_mean": _mean_or_none([_finite_or_none(r) for r in returns]),
-        "seeds_both_modes": int(sum(verdict([c["min_mode_fraction"] for c in s["states"]])
+        "seeds_both_modes": int(sum(verdict([c["min_mode_fraction"] for c in s["states"]],
+                                            [c["dip"] for c in s["states"]])
                                     == "both modes" for s in per_seed)),
-        "verdict": verdict(smallest),
+        "verdict": verdict(smallest, dips),
     }
 
 
@@ -561,13 +644,15 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"multimodality: {result['num_seeds']} seed(s), {result['samples']} actions per seed "
           f"and state, {result['bins']} bins, {result['device']}, jax {result['jax_version']}")
     print(f"{'env':<16} {'algo':<8} {'seeds':>5} {'mode min':>8} {'mode max':>8} "
-          f"{'near min':>8} {'KL':>7} "
+          f"{'near min':>8} {'valley':>6} {'dips':>5} {'KL':>7} "
           f"{'H_hat':>7} {'H_hist':>7} {'alpha':>8} {'return':>8}  verdict")
     for row in result["rows"]:
         print(f"{row['env']:<16} {row['algo']:<8} {row['num_seeds']:>5} "
               f"{_fmt(row.get('mode_fraction_min_mean'), '.3f'):>8} "
               f"{_fmt(row.get('mode_fraction_max_mean'), '.3f'):>8} "
               f"{_fmt(row.get('near_peak_min_mean'), '.3f'):>8} "
+              f"{_fmt(row.get('valley_mean'), '.3f'):>6} "
+              f"{_fmt(row.get('dip_share'), '.2f'):>5} "
               f"{_fmt(row.get('kl_mean'), '.3f'):>7} "
               f"{_fmt(row.get('entropy_hat_mean'), '.3f'):>7} "
               f"{_fmt(row.get('histogram_entropy_mean'), '.3f'):>7} "
@@ -575,8 +660,11 @@ def print_table(result: dict[str, Any]) -> None:
               f"{_fmt(row.get('return_mean'), '.3f'):>8}  "
               f"{row.get('verdict') or row.get('error')}")
     print(f"mode min / max: mean over seeds and probe states of the smaller / larger share of "
-          f"actions nearest a peak; verdict 'both modes' if mode min >= {MODE_THRESHOLD}. near "
-          f"min: the same mean of the smaller share within {NEAR_PEAK_RADIUS} of a peak. KL: "
+          f"actions nearest a peak. near min: the same mean of the smaller share within "
+          f"{NEAR_PEAK_RADIUS} of a peak; valley: of the share within {NEAR_PEAK_RADIUS} of the "
+          f"midpoint between the peaks; dips: the share of (seed, state) cells whose valley "
+          f"share is <= {DIP_RATIO} x their smaller near-peak share. verdict: 'collapsed' if mode "
+          f"min < {MODE_THRESHOLD}, else 'both modes' if dips >= {DIP_SHARE}, else 'no dip'. KL: "
           f"KL(action histogram || Boltzmann target exp(R/alpha)/Z on the bins) in nats. "
           f"H_hat: the run's final entropy estimate; H_hist: the histogram's differential "
           f"entropy in action space. return: final stochastic evaluation return.")
@@ -674,8 +762,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "settings": args.set, "out_dir": str(out_dir),
         "definitions": {
             "mode_threshold": MODE_THRESHOLD,
-            "verdict": f"'both modes' if the mean over seeds and probe states of the smallest "
-                       f"mode fraction is >= {MODE_THRESHOLD}, else 'collapsed'",
+            "verdict": f"'collapsed' if the mean over seeds and probe states of the smallest "
+                       f"mode fraction is < {MODE_THRESHOLD}; else 'both modes' if at least "
+                       f"{DIP_SHARE} of the (seed, state) cells have a dip, else 'no dip'",
+            "dip": f"a (seed, state) cell has a dip when its valley fraction is <= {DIP_RATIO} "
+                   f"times its smaller near-peak fraction (and that is > 0)",
+            "valley_fractions": f"share of sampled actions within {NEAR_PEAK_RADIUS} of each "
+                                f"midpoint between adjacent peaks",
             "mode_fractions": "share of sampled actions nearest each peak (ties: first peak)",
             "near_peak_fractions": f"share of sampled actions within {NEAR_PEAK_RADIUS} of "
                                    f"each peak",
@@ -690,9 +783,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "histogram_entropy": "-sum_j p_j log(p_j / bin width), nats, action space",
             "entropy_hat": "the run's 'entropy' metric (H_hat) of its last interval",
             "return": "final stochastic evaluation return (summary final_eval_return)",
-            "double_well_settings": "DOUBLE_WELL_SETTINGS of the script: untuned, except "
-                                    "diffsac (learning_starts 2000, "
-                                    "target_entropy_multiplier 3.0)",
+            "double_well_settings": "DOUBLE_WELL_SETTINGS of the script: Gaussian ones "
+                                    "untuned; diffusion ones adjusted (dt0 0.02, DiffPPO "
+                                    "0.03; DiffSAC full_chain estimator; see the script)",
         },
         "wall_seconds": None,
         "rows": rows,

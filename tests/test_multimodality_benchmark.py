@@ -148,13 +148,42 @@ def test_mode_fractions_and_verdict():
     f = mm.mode_fractions(np.random.default_rng(0).uniform(-1, 1, 100), (-0.5, 0.5))
     assert f.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(mm.mode_fractions([np.nan], (-0.5, 0.5)), [0.0, 0.0])
-    assert mm.MODE_THRESHOLD == 0.2
-    assert mm.verdict([0.2]) == "both modes"
-    assert mm.verdict([0.19]) == "collapsed"
-    assert mm.verdict([0.5, 0.0]) == "both modes"  # mean 0.25 >= 0.2
-    assert mm.verdict([0.3, 0.0]) == "collapsed"  # mean 0.15
+    assert mm.MODE_THRESHOLD == 0.2 and mm.DIP_SHARE == 0.75
+    assert mm.verdict([0.2], [True]) == "both modes"
+    assert mm.verdict([0.2], [False]) == "no dip"
+    assert mm.verdict([0.19], [True]) == "collapsed"
+    assert mm.verdict([0.5, 0.0], [True, True]) == "both modes"  # mean 0.25 >= 0.2
+    assert mm.verdict([0.3, 0.0], [True, True]) == "collapsed"  # mean 0.15
+    assert mm.verdict([0.4] * 4, [True, True, True, False]) == "both modes"  # 3 of 4 dips
+    assert mm.verdict([0.4] * 4, [True, True, False, False]) == "no dip"
     with pytest.raises(ValueError):
-        mm.verdict([])
+        mm.verdict([], [])
+    with pytest.raises(ValueError, match="one dip flag per cell"):
+        mm.verdict([0.4, 0.4], [True])
+
+
+def test_dip_tells_two_modes_from_one_wide_hump():
+    rng = np.random.default_rng(0)
+    peaks = (-0.5, 0.5)
+    two = np.concatenate([rng.normal(-0.5, 0.05, 5000), rng.normal(0.5, 0.05, 5000)])
+    hump = np.clip(rng.normal(0.0, 0.4, 10000), -1, 1)
+    uniform = np.linspace(-1, 1, 20001)
+    # all three split about 50/50 by nearest peak ...
+    for actions in (two, hump, uniform):
+        assert min(mm.mode_fractions(actions, peaks)) > 0.45
+    # ... only the two separate modes put fewer actions around a = 0 than near the peaks
+    np.testing.assert_allclose(mm.valley_fractions(uniform, peaks), [0.1], atol=1e-3)
+    verdicts = {}
+    for name, actions in (("two", two), ("hump", hump), ("uniform", uniform)):
+        near, valley = mm.near_peak_fractions(actions, peaks), mm.valley_fractions(actions, peaks)
+        verdicts[name] = mm.has_dip(near, valley)
+    assert verdicts == {"two": True, "hump": False, "uniform": False}
+    # the valley is the midpoint of adjacent sorted peaks; a collapsed policy has no dip
+    np.testing.assert_allclose(mm.valley_fractions([0.0, 0.95, 1.05, 2.0], (2.0, 0.0)), [2 / 4])
+    assert not mm.has_dip([0.0, 0.9], [0.0])
+    assert mm.has_dip([0.2, 0.3], [0.1]) and not mm.has_dip([0.2, 0.3], [0.11])
+    with pytest.raises(ValueError, match="two peaks"):
+        mm.valley_fractions([0.0], (0.5,))
 
 
 def test_near_peak_fractions():
@@ -204,6 +233,11 @@ def test_every_full_setting_resolves():
                 assert not config.normalize_obs
             quick = make_config(algo, env, **mm.run_overrides(algo, env, quick=True))
             assert quick.num_evals == 2 and quick.total_env_steps < config.total_env_steps
+    # on the double well each Diff algorithm has its Gaussian partner's env-step budget
+    for gaussian in ("sac", "wpo", "ppo"):
+        budgets = {make_config(a, "toy/double_well", **mm.benchmark_overrides(a, "toy/double_well"))
+                   .total_env_steps for a in (gaussian, "diff" + gaussian)}
+        assert len(budgets) == 1, (gaussian, budgets)
 
 
 # ---- one quick run ----------------------------------------------------------------------
@@ -220,9 +254,13 @@ def test_quick_run_writes_json_table_and_histograms(tmp_path, capsys):
     assert [r["algo"] for r in result["rows"]] == ["ppo", "diffppo"]
     for row in result["rows"]:
         assert row["status"] == "completed" and row["num_seeds"] == 2
-        assert row["verdict"] in ("both modes", "collapsed")
-        assert row["verdict"] == mm.verdict(
-            [s["min_mode_fraction"] for seed in row["per_seed"] for s in seed["states"]])
+        assert row["verdict"] in mm.VERDICTS
+        cells = [s for seed in row["per_seed"] for s in seed["states"]]
+        assert row["verdict"] == mm.verdict([c["min_mode_fraction"] for c in cells],
+                                            [c["dip"] for c in cells])
+        assert row["dip_share"] == pytest.approx(np.mean([c["dip"] for c in cells]))
+        for c in cells:
+            assert c["dip"] == mm.has_dip(c["near_peak_fractions"], c["valley_fractions"])
         assert 0.0 <= row["mode_fraction_min_mean"] <= 0.5 <= row["mode_fraction_max_mean"] <= 1.0
         assert row["kl_mean"] >= 0.0 and row["alpha_mean"] > 0
         assert len(row["per_seed"]) == 2 and len(row["final_eval_return"]) == 2
