@@ -17,7 +17,7 @@ per (env, algo) that computes what `plots.sample_policy_actions` computes for ea
 Settings. toy/bandit: the project's (algo, env) presets (`diffrl_jax.presets`).
 toy/double_well has no presets (the algorithm defaults are sized for MuJoCo tasks), so this
 benchmark gives it its own explicit small settings, `DOUBLE_WELL_SETTINGS` below, derived
-from the bandit presets (same networks, learning rates and temperatures) with discount 0.9
+from the bandit presets (same networks and learning rates) with discount 0.9
 (the episodes last 10 steps), on-policy rollouts of whole 10-step episodes and equal
 env-step budgets within each pair (24k SAC / DiffSAC, 16k WPO / DiffWPO, 192k PPO /
 DiffPPO). The Gaussian ones are untuned. The diffusion ones were adjusted in two rounds
@@ -88,12 +88,15 @@ asks for 25 % per mode). A balanced policy is "both modes" only if its actions a
 between the peaks: a cell has a dip when its valley share (within NEAR_PEAK_RADIUS of the
 midpoint a = 0) is <= DIP_RATIO = 0.5 times its smaller near-peak share (same window width,
 so a density comparison), and at least DIP_SHARE = 0.75 of the cells need one; otherwise
-"no dip": one hump over both peaks, or a near-uniform spread (each splits 50/50 by
-nearest peak but has valley share >= near-peak share), or a mix of seeds with two modes and
-seeds collapsed onto one peak (a collapsed cell has no dip).
+"no dip" (more than a quarter of the cells lack a dip): one hump over both peaks, or a
+near-uniform spread (each splits 50/50 by nearest peak but has valley share >= near-peak
+share), or a mix of seeds with two modes and seeds collapsed onto one peak (a collapsed
+cell has no dip).
 
 Output: a printed table (mode fractions min / max: the means over seeds and states of the
-smaller and larger share; KL, entropies and return: means over seeds and states), JSON at
+smaller and larger share; near min and valley: the same means of the smaller near-peak and
+of the valley share; dips: the share of cells with a dip; KL, entropies and return: means
+over seeds and states), JSON at
 --out with every per-seed, per-state number, the settings, the command line, JAX version,
 device and date, and per (env, algo) a PNG of the action histograms of every seed and state
 with the Boltzmann target's expected counts drawn over them
@@ -343,8 +346,8 @@ _DW_ON_POLICY = dict(
 # untuned; the diffusion ones were adjusted in two rounds, each variant one run of 4 seeds on
 # CPU ("min": mean smaller mode fraction; "near" / "valley": mean smaller near-peak / valley
 # share; "dips": share of (seed, heading) cells with a dip; alpha: final temperature;
-# return: stochastic, of 10; budgets 16k env steps off-policy, SAC and DiffSAC 24k, on-policy
-# 64k in round 1).
+# return: stochastic, of 10; budgets in round 1: 16k env steps off-policy (DiffSAC 24k),
+# 64k on-policy).
 # Round 1, nearest-peak verdict only. Shared settings (dt0 0.06, multiplier 4): DiffWPO min
 # 0.32, DiffPPO 0.25 passed; DiffSAC's alpha ran to 0.004-0.011 and it drifted to one peak
 # (min 0.16). For DiffSAC: learning_starts 2,000 alone 0.19; multiplier 3.5 0.42; fixed alpha
@@ -761,7 +764,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "sample_seed": args.sample_seed, "bins": args.bins, "probe_states": args.probe_states,
         "settings": args.set, "out_dir": str(out_dir),
         "definitions": {
-            "mode_threshold": MODE_THRESHOLD,
+            "mode_threshold": MODE_THRESHOLD, "near_peak_radius": NEAR_PEAK_RADIUS,
+            "dip_ratio": DIP_RATIO, "dip_share": DIP_SHARE,
             "verdict": f"'collapsed' if the mean over seeds and probe states of the smallest "
                        f"mode fraction is < {MODE_THRESHOLD}; else 'both modes' if at least "
                        f"{DIP_SHARE} of the (seed, state) cells have a dip, else 'no dip'",

@@ -184,6 +184,40 @@ def test_dip_tells_two_modes_from_one_wide_hump():
     assert mm.has_dip([0.2, 0.3], [0.1]) and not mm.has_dip([0.2, 0.3], [0.11])
     with pytest.raises(ValueError, match="two peaks"):
         mm.valley_fractions([0.0], (0.5,))
+    # three unsorted peaks: the valleys are the midpoints of the sorted neighbours, 0 and 0.75
+    np.testing.assert_allclose(
+        mm.valley_fractions([0.0, 0.02, 0.75, 0.8, 0.5, -0.5], (1.0, -0.5, 0.5)), [2 / 6, 2 / 6])
+    # every valley must be low: one deep and one filled valley is no dip
+    assert mm.has_dip([0.3, 0.3, 0.3], [0.0, 0.1]) and not mm.has_dip([0.3, 0.3, 0.3], [0.0, 0.2])
+
+
+def _cell(smallest: float, near: list[float], valley: float) -> dict:
+    return {"min_mode_fraction": smallest, "max_mode_fraction": 1.0 - smallest,
+            "near_peak_fractions": near, "valley_fractions": [valley],
+            "dip": mm.has_dip(near, [valley]), "kl_to_target": 0.5, "histogram_entropy": 0.1}
+
+
+def test_summarise_counts_dips_per_cell_and_seed():
+    two = _cell(0.45, [0.3, 0.35], 0.01)
+    hump = _cell(0.45, [0.08, 0.09], 0.12)
+    collapsed = _cell(0.0, [0.0, 0.6], 0.0)
+    per_seed = [{"alpha": 0.1, "target_histogram_entropy": 0.2, "states": [two, two]},
+                {"alpha": 0.1, "target_histogram_entropy": 0.2, "states": [two, hump]},
+                {"alpha": 0.1, "target_histogram_entropy": 0.2, "states": [hump, hump]}]
+    row = mm.summarise(per_seed, [1.0, 2.0, 3.0], [None, -1.0, -2.0])
+    assert row["dip_share"] == pytest.approx(3 / 6)
+    assert row["valley_mean"] == pytest.approx((3 * 0.01 + 3 * 0.12) / 6)
+    assert row["near_peak_min_mean"] == pytest.approx((3 * 0.3 + 3 * 0.08) / 6)
+    assert row["verdict"] == "no dip"  # balanced (0.45), but only half the cells dip
+    assert row["seeds_both_modes"] == 1  # seed 1 has a dip in 1 of 2 cells: < 0.75
+    assert row["return_mean"] == pytest.approx(2.0) and row["entropy_hat_mean"] == pytest.approx(-1.5)
+    per_seed = [{"alpha": 0.1, "target_histogram_entropy": 0.2, "states": [two, two, two, two]},
+                {"alpha": 0.1, "target_histogram_entropy": 0.2, "states": [two, two, two, collapsed]}]
+    row = mm.summarise(per_seed, [1.0, 1.0], [0.0, 0.0])
+    assert row["verdict"] == "both modes" and row["seeds_both_modes"] == 2  # 7 of 8 cells dip
+    row = mm.summarise([{"alpha": 0.1, "target_histogram_entropy": 0.2,
+                         "states": [collapsed, collapsed, two]}], [1.0], [0.0])
+    assert row["verdict"] == "collapsed"  # mean smallest fraction 0.15
 
 
 def test_near_peak_fractions():
