@@ -142,7 +142,9 @@ def mesh_train(config: Any, mesh: Mesh,
 class MeshProgram(NamedTuple):
     """A vmapped seed batch on a mesh, as separately compiled pieces (for drivers that
     checkpoint between chunks of intervals): init(keys [S]) -> state; chunk(n) -> a jitted
-    state -> (state, metrics [S, n, ...]) running n intervals; abstract_state(keys) -> the
+    state -> (state, metrics [S, n, ...]) running n intervals, which donates its input state
+    (its arrays are deleted by the call, unless something outside JAX, e.g. a NumPy view,
+    still references them: then XLA copies as without donation); abstract_state(keys) -> the
     state's `jax.ShapeDtypeStruct`s with their shardings; num_intervals of the whole run.
     Chunks run in sequence give the same state and metrics as `mesh_train`."""
 
@@ -183,7 +185,10 @@ def mesh_program(config: Any, mesh: Mesh,
 
                 return jax.vmap(one, spmd_axis_name=SEED_AXIS)(state, jnp.arange(num_seeds))
 
-            chunks[num_intervals] = jax.jit(run, in_shardings=seeds, out_shardings=seeds)
+            # the state is donated: XLA updates it (the replay buffer above all) in place
+            # instead of holding an input and an output copy; the caller must not reuse it
+            chunks[num_intervals] = jax.jit(run, in_shardings=seeds, out_shardings=seeds,
+                                            donate_argnums=0)
         return chunks[num_intervals]
 
     def abstract_state(keys: PRNGKey) -> Any:
