@@ -254,3 +254,20 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_run(runs, tmp_path):
     final = json.loads((out / "summary.json").read_text())
     assert final["status"] == "completed" and final["resumed_from"] == last
     assert final["final_eval_return"] == runs[1]["final_eval_return"]  # the uninterrupted run
+
+
+def test_a_save_survives_the_next_interval_donating_the_state(tmp_path):
+    """The driver donates the state to the next interval right after an async save starts.
+    Orbax copies the arrays to the host before `save` returns (on a CPU as NumPy views, which
+    make XLA copy instead of donating), so the checkpoint holds the saved values."""
+    store = CheckpointStore(tmp_path)
+    state = {"big": jnp.arange(4_000_000, dtype=jnp.float32), "small": jnp.ones(3)}
+    store.save(1, state, {"eval_return": np.zeros(2)}, {"note": "donation"})
+    overwrite = jax.jit(lambda s: jax.tree.map(lambda x: x * 0.0 - 7.0, s), donate_argnums=0)
+    after = overwrite(state)
+    store.wait()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), after)
+    restored, _ = store.restore(1, abstract)
+    np.testing.assert_array_equal(restored["big"], np.arange(4_000_000, dtype=np.float32))
+    np.testing.assert_array_equal(restored["small"], np.ones(3))
+    assert float(after["big"][0]) == -7.0
