@@ -44,6 +44,27 @@ def test_metrics_are_per_interval_and_counters_add_up():
     np.testing.assert_allclose(metrics["eval_length"], 1.0)
 
 
+@pytest.mark.parametrize("algo,estimator,reuses", [
+    ("sac", "per_step", True), ("diffsac", "full_chain", True), ("diffsac", "per_step", False),
+])
+def test_the_temperature_reuses_the_actors_chains_when_they_are_whole(algo, estimator, reuses):
+    """Where the actor's terms are whole chains (K = 1, or the full-chain estimator), H_hat is
+    computed from them: then every update's entropy is prior_entropy - K * mean l of the
+    actor's samples, and so are the interval means. Per-step actors see single replayed
+    steps, so their temperature draws fresh chains and the two differ."""
+    from diffrl_jax.training.off_policy import build
+
+    config = tiny_config(algo=algo, estimator=estimator)
+    _, metrics = jax.jit(lambda k: train(k, config))(jax.random.PRNGKey(1))
+    _, policy, transform, _ = build(config)
+    per_term = 1 if estimator == "full_chain" else policy.num_steps
+    from_actor = policy.prior_entropy - per_term * np.asarray(metrics["step_log_ratio"])
+    if reuses:
+        np.testing.assert_allclose(metrics["entropy"], from_actor, rtol=1e-5, atol=1e-5)
+    else:
+        assert np.all(np.abs(np.asarray(metrics["entropy"]) - from_actor) > 1e-3)
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ConfigError, match="OffPolicyConfig.algo must be one of"):
         tiny_config(algo="td3")

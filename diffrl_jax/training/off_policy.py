@@ -330,7 +330,7 @@ def make_program(
         updates, critic_opt_state = critic_opt.update(critic_grads, ts.critic_opt_state)
         critic_params = optax.apply_updates(ts.critic_params, updates)
 
-        extra = {}
+        extra, actor_terms = {}, None
         if is_wpo:
             kl_coef = jnp.exp(ts.log_kl_coef)
             (_, actor_metrics), actor_grads = jax.value_and_grad(wpo_actor_loss, has_aux=True)(
@@ -344,10 +344,11 @@ def make_program(
                          kl_coef_opt_state=kl_coef_opt_state)
             actor_metrics = dict(actor_metrics, kl_coef=kl_coef)
         else:
-            (actor_loss, terms), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+            (actor_loss, actor_terms), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
                 ts.policy_params, batch.state, actor_key, alpha, critic_params, critic.apply
             )
-            actor_metrics = {"actor_loss": actor_loss, "step_log_ratio": jnp.mean(terms.log_ratio)}
+            actor_metrics = {"actor_loss": actor_loss,
+                             "step_log_ratio": jnp.mean(actor_terms.log_ratio)}
         updates, policy_opt_state = policy_opt.update(actor_grads, ts.policy_opt_state)
         policy_params = optax.apply_updates(ts.policy_params, updates)
         if is_wpo:
@@ -357,10 +358,16 @@ def make_program(
 
         # H_hat bounds the entropy of the *current* policy only along its own chains, so the
         # temperature sees whole fresh chains at the batch's observations, not the replayed
-        # (older) latents the actor trained on. For the Gaussian this is -mean log pi.
-        chains = jax.lax.stop_gradient(
-            transform.sample_chains(policy_params, batch.state.obs, entropy_key)
-        )
+        # (older) latents the actor trained on. Where the actor's terms already are such
+        # chains (K = 1, i.e. the Gaussian, where H_hat = -mean log pi; or the full-chain
+        # estimator) they are reused, drawn before this update as in textbook SAC, which
+        # saves the chain's K policy evaluations; otherwise fresh chains of the updated policy.
+        if actor_terms is not None and actor_terms.num_steps == K:
+            chains = jax.lax.stop_gradient(actor_terms)
+        else:
+            chains = jax.lax.stop_gradient(
+                transform.sample_chains(policy_params, batch.state.obs, entropy_key)
+            )
         entropy = transform.entropy(chains)
         alpha_loss, alpha_grad = jax.value_and_grad(transform.temperature_loss)(
             ts.log_alpha, entropy, target_entropy
