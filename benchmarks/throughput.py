@@ -164,13 +164,14 @@ class SACScale:
 
 
 SCALE_PRESETS: dict[str, dict[str, Any]] = {
-    # 2 CPU cores: measured windows of 2-4 s per side; Brax's compilation (1.5 min cold per
-    # train() call with MJX, about 30 s from the cache) dominates the 8-9 minutes.
+    # 2 CPU cores: measured windows of 3-6 s per side (SAC's 300 iterations: 2 s windows of
+    # 100 gave spreads of 0.76-1.07x); Brax's compilation (1.5 min cold per train() call
+    # with MJX, about 30 s from the cache) dominates the 9-10 minutes.
     "cpu": {
         "ppo": PPOScale(num_envs=64, unroll_length=16, num_minibatches=4, num_epochs=4,
                         total_steps=4 * 12 * 1024, num_eval_envs=4),
         "sac": SACScale(num_envs=16, batch_size=256, updates_per_step=4, learning_starts=1024,
-                        total_steps=1024 + 4 * 50 * 16, num_eval_envs=4),
+                        total_steps=1024 + 4 * 150 * 16, num_eval_envs=4),
     },
     # The GPU reference: Brax's own ant PPO shape (4096 envs, batch 2048, unroll 5, 32
     # minibatches, 4 epochs) and SAC with 128 envs, batch 512, 8 updates per env step.
