@@ -65,6 +65,29 @@ def test_the_temperature_reuses_the_actors_chains_when_they_are_whole(algo, esti
         assert np.all(np.abs(np.asarray(metrics["entropy"]) - from_actor) > 1e-3)
 
 
+def test_per_step_temperature_samples_entropy_chains_chains():
+    """Per-step DiffSAC draws fresh chains for H_hat at the first entropy_chains observations
+    of the batch (default ceil(B / K)): with a fixed temperature the learning is the same
+    for any n (only the H_hat estimate changes), and fewer chains compile to less work."""
+    base = tiny_config(algo="diffsac", learn_alpha=False, init_alpha=0.1)
+    key = jax.random.PRNGKey(2)
+    compiled, runs = {}, {}
+    for n in (None, base.batch_size):
+        config = base.replace(entropy_chains=n).validate()
+        compiled[n] = jax.jit(lambda k, c=config: train(k, c)).lower(key).compile()
+        runs[n] = compiled[n](key)[1]
+    for name in ("critic_loss", "actor_loss", "eval_return", "q_mean"):
+        np.testing.assert_array_equal(runs[None][name], runs[base.batch_size][name])
+    assert np.all(np.isfinite(runs[None]["entropy"]))
+    assert not np.allclose(runs[None]["entropy"], runs[base.batch_size]["entropy"])
+    flops = {n: c.cost_analysis()["flops"] for n, c in compiled.items()}
+    assert flops[None] < flops[base.batch_size]
+    with pytest.raises(ConfigError, match="OffPolicyConfig.entropy_chains"):
+        tiny_config(entropy_chains=0)
+    with pytest.raises(ConfigError, match=r"entropy_chains \(17\) must be <= batch_size \(16\)"):
+        tiny_config(entropy_chains=17)
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ConfigError, match="OffPolicyConfig.algo must be one of"):
         tiny_config(algo="td3")

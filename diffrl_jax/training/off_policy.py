@@ -63,6 +63,11 @@ class OffPolicyConfig:
     augmented (denoising) step in "diffusion" mode (the authors use 0.999 with K = 8, i.e.
     about 0.992 per environment step). target_entropy_multiplier m gives the target
     H(prior) - m * A (spec section 5; -m * A for the Gaussian).
+
+    entropy_chains n: how many of the batch's observations get a fresh chain for the
+    temperature's H_hat when the actor's terms are single steps (the per-step estimator);
+    None: ceil(batch_size / K), i.e. about batch_size step terms, as many as the actor sees,
+    for the price of one policy evaluation of the batch instead of K.
     """
 
     algo: str = static("diffsac")
@@ -86,6 +91,7 @@ class OffPolicyConfig:
     discount_mode: str = static("env")
     learn_alpha: bool = static(True)
     num_action_samples: int = static(4)
+    entropy_chains: int | None = static(None)
     natural_gradient: bool = static(False)
     # traced hyperparameters
     actor_lr: float = 3e-4
@@ -110,6 +116,11 @@ class OffPolicyConfig:
                      "updates_per_step", "buffer_size", "num_eval_envs", "num_action_samples"):
             require_int_at_least(o, name, getattr(self, name), 1)
         require_int_at_least(o, "learning_starts", self.learning_starts, 0)
+        if self.entropy_chains is not None:
+            require_int_at_least(o, "entropy_chains", self.entropy_chains, 1)
+            if self.entropy_chains > self.batch_size:
+                raise ConfigError(f"{o}.entropy_chains ({self.entropy_chains}) must be <= "
+                                  f"batch_size ({self.batch_size}) or None")
         require_layer_sizes(o, "critic_hidden", self.critic_hidden)
         require_choice(o, "estimator", self.estimator, ESTIMATORS)
         require_choice(o, "discount_mode", self.discount_mode, DISCOUNT_MODES)
@@ -227,6 +238,7 @@ def make_program(
     env, policy, transform, critic = build(config)
     sched = schedule_of(config)
     N, B, K = config.num_envs, config.batch_size, policy.num_steps
+    entropy_chains = config.entropy_chains or -(-B // K)
     peaks = peaks_of(config.env)
 
     def shard(tree: Any) -> Any:  # the environment / sample axis over devices
@@ -361,13 +373,14 @@ def make_program(
         # (older) latents the actor trained on. Where the actor's terms already are such
         # chains (K = 1, i.e. the Gaussian, where H_hat = -mean log pi; or the full-chain
         # estimator) they are reused, drawn before this update as in textbook SAC, which
-        # saves the chain's K policy evaluations; otherwise fresh chains of the updated policy.
+        # saves the chain's K policy evaluations; otherwise fresh chains of the updated policy
+        # at the first entropy_chains observations of the (uniformly drawn) batch.
         if actor_terms is not None and actor_terms.num_steps == K:
             chains = jax.lax.stop_gradient(actor_terms)
         else:
-            chains = jax.lax.stop_gradient(
-                transform.sample_chains(policy_params, batch.state.obs, entropy_key)
-            )
+            chains = jax.lax.stop_gradient(transform.sample_chains(
+                policy_params, batch.state.obs[:entropy_chains], entropy_key
+            ))
         entropy = transform.entropy(chains)
         alpha_loss, alpha_grad = jax.value_and_grad(transform.temperature_loss)(
             ts.log_alpha, entropy, target_entropy
