@@ -65,6 +65,10 @@ class CheckpointStore:
                                   f"{self.directory})")
         # read_only: no folder is created and nothing is saved (Orbax's own read_only mode
         # only adds warnings)
+        # The driver donates the state to the next interval right after `save` returns. That
+        # is safe because Orbax copies every array to the host inside `save` (its default);
+        # do not set a device-to-host byte limit (save_device_host_concurrent_bytes), which
+        # defers those copies to the background thread.
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=async_save,
         )

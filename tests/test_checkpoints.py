@@ -262,8 +262,10 @@ def test_a_save_survives_the_next_interval_donating_the_state(tmp_path):
     make XLA copy instead of donating), so the checkpoint holds the saved values."""
     store = CheckpointStore(tmp_path)
     state = {"big": jnp.arange(4_000_000, dtype=jnp.float32), "small": jnp.ones(3)}
+    # compiled first, so the donating call follows the save at once, as in the driver
+    overwrite = jax.jit(lambda s: jax.tree.map(lambda x: x * 0.0 - 7.0, s),
+                        donate_argnums=0).lower(state).compile()
     store.save(1, state, {"eval_return": np.zeros(2)}, {"note": "donation"})
-    overwrite = jax.jit(lambda s: jax.tree.map(lambda x: x * 0.0 - 7.0, s), donate_argnums=0)
     after = overwrite(state)
     store.wait()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), after)

@@ -65,9 +65,11 @@ class OffPolicyConfig:
     H(prior) - m * A (spec section 5; -m * A for the Gaussian).
 
     entropy_chains n: how many of the batch's observations get a fresh chain for the
-    temperature's H_hat when the actor's terms are single steps (the per-step estimator);
-    None: ceil(batch_size / K), i.e. about batch_size step terms, as many as the actor sees,
-    for the price of one policy evaluation of the batch instead of K.
+    temperature's H_hat when the actor's terms are not whole chains; None: ceil(batch_size / K), i.e. about batch_size step terms, as many as the actor sees,
+    for the price of one policy evaluation of the batch instead of K. It applies wherever the
+    actor's terms are not whole chains: the per-step DiffSAC, and WPO / DiffWPO (the
+    Gaussian WPO, K = 1, thus uses the whole batch). On a mesh it is rounded up to a
+    multiple of the data shards (`entropy_chain_count`).
     """
 
     algo: str = static("diffsac")
@@ -169,6 +171,15 @@ def schedule_of(config: OffPolicyConfig) -> dict[str, int]:
             "updates_per_interval": iters_per_eval * config.updates_per_step}
 
 
+def entropy_chain_count(config: OffPolicyConfig, num_steps: int, data_shards: int = 1) -> int:
+    """How many fresh chains the temperature's H_hat takes when the actor's terms are single
+    steps: config.entropy_chains or ceil(batch_size / K), rounded up to a multiple of the
+    mesh's data shards (so the chains split over the devices like the batch; an uneven
+    count would be replicated on every device), at most batch_size."""
+    wanted = config.entropy_chains or -(-config.batch_size // num_steps)
+    return min(config.batch_size, -(-wanted // data_shards) * data_shards)
+
+
 @struct.dataclass
 class OffPolicyState:
     """The whole training carry."""
@@ -238,7 +249,8 @@ def make_program(
     env, policy, transform, critic = build(config)
     sched = schedule_of(config)
     N, B, K = config.num_envs, config.batch_size, policy.num_steps
-    entropy_chains = config.entropy_chains or -(-B // K)
+    data_shards = batch_sharding.mesh.shape[batch_sharding.axis] if batch_sharding else 1
+    entropy_chains = entropy_chain_count(config, K, data_shards)
     peaks = peaks_of(config.env)
 
     def shard(tree: Any) -> Any:  # the environment / sample axis over devices
@@ -379,7 +391,7 @@ def make_program(
             chains = jax.lax.stop_gradient(actor_terms)
         else:
             chains = jax.lax.stop_gradient(transform.sample_chains(
-                policy_params, batch.state.obs[:entropy_chains], entropy_key
+                policy_params, shard(batch.state.obs[:entropy_chains]), entropy_key
             ))
         entropy = transform.entropy(chains)
         alpha_loss, alpha_grad = jax.value_and_grad(transform.temperature_loss)(
