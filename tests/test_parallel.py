@@ -164,9 +164,10 @@ def test_interval_chunks_donate_the_state_and_update_it_in_place():
     mesh = make_mesh(1, 1)
     keys = global_seed_keys(0, 2, seed_sharding(mesh))
     program = mesh_program(config, mesh)
-    chunk = program.chunk(1).lower(program.abstract_state(keys)).compile()
+    abstract = program.abstract_state(keys)
+    chunk = program.chunk(1).lower(abstract).compile()
     memory = chunk.memory_analysis()
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state(keys)))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
     assert memory.argument_size_in_bytes == state_bytes
     assert memory.alias_size_in_bytes == state_bytes  # every leaf updated in place
 

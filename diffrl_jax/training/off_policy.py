@@ -65,11 +65,11 @@ class OffPolicyConfig:
     H(prior) - m * A (spec section 5; -m * A for the Gaussian).
 
     entropy_chains n: how many of the batch's observations get a fresh chain for the
-    temperature's H_hat when the actor's terms are not whole chains; None: ceil(batch_size / K), i.e. about batch_size step terms, as many as the actor sees,
-    for the price of one policy evaluation of the batch instead of K. It applies wherever the
-    actor's terms are not whole chains: the per-step DiffSAC, and WPO / DiffWPO (the
-    Gaussian WPO, K = 1, thus uses the whole batch). On a mesh it is rounded up to a
-    multiple of the data shards (`entropy_chain_count`).
+    temperature's H_hat where the actor's terms are not whole chains (the per-step DiffSAC,
+    and WPO / DiffWPO; the Gaussian WPO, K = 1, thus uses the whole batch); None:
+    ceil(batch_size / K), i.e. about batch_size step terms, as many as the actor sees, for
+    the price of one policy evaluation of the batch instead of K. On a mesh it is rounded up
+    to a multiple of the data shards (`entropy_chain_count`).
     """
 
     algo: str = static("diffsac")
@@ -172,8 +172,8 @@ def schedule_of(config: OffPolicyConfig) -> dict[str, int]:
 
 
 def entropy_chain_count(config: OffPolicyConfig, num_steps: int, data_shards: int = 1) -> int:
-    """How many fresh chains the temperature's H_hat takes when the actor's terms are single
-    steps: config.entropy_chains or ceil(batch_size / K), rounded up to a multiple of the
+    """How many fresh chains the temperature's H_hat takes when the actor's terms are not
+    whole chains: config.entropy_chains or ceil(batch_size / K), rounded up to a multiple of the
     mesh's data shards (so the chains split over the devices like the batch; an uneven
     count would be replicated on every device), at most batch_size."""
     wanted = config.entropy_chains or -(-config.batch_size // num_steps)
