@@ -103,11 +103,23 @@ def test_natural_gradient_is_the_inverse_fisher_of_the_kernel():
         np.testing.assert_allclose([natural[0][d], natural[1][d]], expected, rtol=1e-4, atol=1e-7)
 
 
-def test_diffusion_natural_gradient_scales_the_kernel_cotangents():
-    """Diffusion kernel N(m, v): the option's parameter gradient is the pull-back of
-    (v * dL/dm, 2 v^2 * dL/dv) through (m, v)(theta); values are unchanged."""
-    policy = make_diffusion_policy(2, A, small_diffusion_config())
+def isotropic_gaussian_kl(m0, v0, m1, v1):
+    """KL(N(m0, v0 I) || N(m1, v1 I)) for means [A] and scalar variances, written out."""
+    dim = m0.shape[-1]
+    return 0.5 * (dim * (v0 / v1 - 1.0 + jnp.log(v1 / v0)) + jnp.sum((m1 - m0) ** 2) / v1)
+
+
+@pytest.mark.parametrize("per_dimension", [False, True])
+def test_diffusion_natural_gradient_is_the_inverse_fisher_of_the_kernel(per_dimension):
+    """Diffusion kernel N(m, v): the option's parameter gradient is the pull-back through
+    (m, v)(theta) of F^-1 times the plain (m, v) gradient, with F the Fisher of the kernel in
+    its own coordinates (the Hessian of the KL at equal arguments): (m [A], v [A]) for a
+    variance per dimension, (m [A], v) for one variance shared by the A dimensions (whose
+    Fisher A / (2 v^2) a per-dimension 2 v^2 would overcount A times). Values unchanged."""
+    policy = make_diffusion_policy(2, A, small_diffusion_config(dt_per_dimension=per_dimension))
     params = policy.init(jax.random.PRNGKey(0))
+    if per_dimension:  # distinct variances per dimension
+        params["dt"] = params["dt"] + jnp.array([0.0, 0.7])
     obs = jax.random.normal(jax.random.PRNGKey(1), (8, 2))
     latent = jax.random.normal(jax.random.PRNGKey(2), (8, A))
     step = jnp.arange(8, dtype=jnp.int32) % 4
@@ -117,12 +129,29 @@ def test_diffusion_natural_gradient_scales_the_kernel_cotangents():
         return jnp.mean(policy.evaluate(p, obs, latent, step, nxt, natural).log_prob)
 
     np.testing.assert_allclose(loss(params, True), loss(params, False), rtol=1e-6)
-    kernel = lambda p: policy.kernel(p, obs, latent, step)  # noqa: E731
-    (m, s), pull_back = jax.vjp(kernel, params)
-    v = s**2
-    dm, dv = jax.grad(lambda m_, v_: jnp.mean(diag_gaussian_log_density(nxt, m_, v_)), (0, 1))(m, v)
-    # sigma = sqrt(v): a cotangent on v becomes one on sigma through dv/dsigma = 2 sigma
-    (expected,) = pull_back((v * dm, 2 * v**2 * dv * 2 * s))
+
+    def kernel(p):  # the kernel in its own coordinates: v [8, A] or [8, 1]
+        m, s = policy.kernel(p, obs, latent, step)
+        v = s**2 if per_dimension else s[:, :1] ** 2
+        return m, v
+
+    (m, v), pull_back = jax.vjp(kernel, params)
+    plain = jax.grad(lambda m_, v_: jnp.mean(diag_gaussian_log_density(
+        nxt, m_, jnp.broadcast_to(v_, m_.shape))), (0, 1))(m, v)
+
+    def kl(theta, m0, v0):  # theta = (m [A], v [A] or [1])
+        m1, v1 = theta[:A], theta[A:]
+        if per_dimension:
+            return jnp.sum(jax.vmap(isotropic_gaussian_kl)(m0[:, None], v0, m1[:, None], v1))
+        return isotropic_gaussian_kl(m0, v0[0], m1, v1[0])
+
+    def natural(m0, v0, gm, gv):
+        theta = jnp.concatenate([m0, v0])
+        fisher = jax.hessian(kl)(theta, m0, v0)
+        out = jnp.linalg.solve(fisher, jnp.concatenate([gm, gv]))
+        return out[:A], out[A:]
+
+    (expected,) = pull_back(jax.vmap(natural)(m, v, *plain))
     got = jax.grad(loss)(params, True)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)

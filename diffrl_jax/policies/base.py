@@ -9,7 +9,7 @@ All functions are pure and jit/vmap-safe; `params` is a pytree. Leading batch di
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 from flax import struct
@@ -50,6 +50,11 @@ class ChainSample:
     action: Array
 
 
+def no_leaves(params: Params) -> Any:
+    """A mask with the structure of params and every leaf False."""
+    return jax.tree.map(lambda _: False, params)
+
+
 class Policy(NamedTuple):
     """A policy as pure functions over an explicit parameter pytree.
 
@@ -71,6 +76,11 @@ class Policy(NamedTuple):
     squash(latent) -> action in (-1, 1).
     state_features(obs, latent, step) -> [..., F_s], the augmented state as a critic input.
     features(obs, latent, step, next_latent) -> [..., F], augmented state-action critic input.
+    noising_leaves(params) -> a pytree of Python bools with the structure of params: True
+        for the leaves that the noising kernel q_phi depends on (the diffusion chain's step
+        sizes and friction, which p_theta shares with q, and the noising drift). Losses
+        whose surrogate is only valid for parameters of p_theta alone (DiffWPO's) give these
+        leaves another gradient. Default: none (the Gaussian has no noising kernel).
     """
 
     num_steps: int
@@ -86,6 +96,7 @@ class Policy(NamedTuple):
     squash: Callable[[Array], Array]
     state_features: Callable[[Array, Array, Array], Array]
     features: Callable[[Array, Array, Array, Array], Array]
+    noising_leaves: Callable[[Params], Any] = no_leaves
 
 
 def check_step_inputs(

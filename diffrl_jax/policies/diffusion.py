@@ -151,9 +151,14 @@ def make_diffusion_policy(
 
     def step_eval(params, obs, latent, step, next_latent, mean_p, var, eta,
                   natural_gradient: bool = False) -> StepEval:
-        if natural_gradient:  # inverse Fisher of N(mean, var) in (mean, var): (var, 2 var^2)
+        if natural_gradient:
+            # inverse Fisher of N(mean, var) in (mean, var): var for the mean and 2 var^2 for
+            # a per-dimension variance; a variance shared by the A dimensions (N(mean, v I))
+            # has Fisher A / (2 v^2), so each dimension's cotangent is scaled by 2 v^2 / A
+            # and their sum is the natural gradient of the one v.
+            var_scale = 2.0 * jnp.square(var) / (1.0 if cfg.dt_per_dimension else A)
             log_prob = diag_gaussian_log_density(
-                next_latent, scale_gradient(mean_p, var), scale_gradient(var, 2.0 * jnp.square(var)))
+                next_latent, scale_gradient(mean_p, var), scale_gradient(var, var_scale))
         else:
             log_prob = diag_gaussian_log_density(next_latent, mean_p, var)
         if cfg.learn_noising_drift:
@@ -225,6 +230,11 @@ def make_diffusion_policy(
             [jnp.broadcast_to(s, batch + s.shape[-1:]),
              jnp.broadcast_to(next_latent, batch + next_latent.shape[-1:])], -1)
 
+    def noising_leaves(params: Params):
+        """True for dt, friction and the noising drift: the leaves q_phi depends on."""
+        return {name: jax.tree.map(lambda _, shared=name != "control": shared, value)
+                for name, value in params.items()}
+
     prior_entropy = A * prior_entropy_per_dim(cfg.prior_std)
     return Policy(
         num_steps=K,
@@ -240,6 +250,7 @@ def make_diffusion_policy(
         squash=squash,
         state_features=state_features,
         features=features,
+        noising_leaves=noising_leaves,
     )
 
 
