@@ -179,7 +179,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 
 # The paper authors' settings (spec section 7: their JAX code on the DM Control suite on MJX),
 # mapped onto our config fields. What section 7 gives and how it maps:
-#   K = 8, sigma_p = 3, dt0 = 0.125 linear (m = 0.17), friction 0.25 (fixed), control net
+#   K = 8, sigma_p = 3, dt0 = 0.125 linear (m = 0.17), friction 0.25, control net
 #     4 x 256 GELU with Fourier time features     -> AUTHORS_DIFFUSION (= our defaults)
 #   1024 envs (PPO 2048), 50M env steps             -> num_envs, total_env_steps
 #   Adam lr 1e-3 (PPO 1e-4)                         -> every Adam learning rate of the algo
@@ -190,11 +190,21 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 #   PPO clip 0.2, 12 epochs, 64 minibatches         -> clip_eps, num_epochs, num_minibatches
 #   temperature init 0.01 (learned)                 -> init_alpha / entropy_coef with
 #                                                      learn_alpha / learn_entropy_coef
+#                                                      (not DiffPPO: see below)
 #   target entropy multiplier 8 (WPO, PPO)          -> target_entropy_multiplier 8. Their
 #     target -m*A is on their estimate, which omits H(prior); ours is H(prior) - m*A on an
 #     estimate that includes it (transform.target_entropy), so the same m is the same target.
-#   per-step KL bound 0.02 (WPO)                    -> kl_bound
+#   KL bound 0.02 (WPO) on K * KL (spec section 5:  -> kl_bound = 0.02 / K: our kl_bound
+#     0.0025 per step at K = 8)                        bounds the per-step kernel KL itself
+#                                                      (the mean over replayed augmented
+#                                                      states, wpo.kernel_kl); 0.02 for the
+#                                                      Gaussian WPO (K = 1)
 #   WPO without the Fisher preconditioner (spec 5)  -> natural_gradient False (WPO and DiffWPO)
+#   DiffPPO: c fixed at 2e-4 (spec section 5) and   -> entropy_coef 2e-4, learn_entropy_coef
+#     a learned friction (issue 19.3, from the         False; diffusion.learn_friction True
+#     review of the authors' code)
+#   DiffWPO: one step size per action dimension     -> diffusion.dt_per_dimension True
+#     (issue 19.3, from the review of their code)
 #   8 seeds                                         -> AUTHORS_NUM_SEEDS (a run setting, not
 #                                                      a config field: train.py's --seeds)
 # What differs or is not expressible:
@@ -211,6 +221,13 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 #     Polyak-averaged target policy (policy_tau, left at its default 0.005).
 #   - Replay (batch_size, buffer_size, updates_per_step, learning_starts), PPO's unroll_length
 #     and the evaluation schedule are not in section 7 and stay at our defaults.
+#   - DiffPPO's soft-reward coefficient c is fixed at 2e-4, not section 7's learned
+#     temperature (init 0.01, multiplier 8; the Gaussian PPO keeps those): the review of the
+#     authors' code found c fixed, as spec section 5's default. Its target_entropy_multiplier
+#     and entropy_coef_lr stay in the preset but are unused while c is fixed.
+#   - Learned friction (DiffPPO) and per-dimension step sizes (DiffWPO) are not in section 7
+#     (its "friction 0.25" is the initial value here); they come from the review of the
+#     authors' code (issue 19.3). DiffSAC keeps one fixed friction and shared step sizes.
 #   - REPPO (KL bound 0.04, multiplier 5) is not implemented here.
 # This preset is huge (50M steps x 1024-2048 envs): tests only resolve and validate it.
 AUTHORS_NUM_SEEDS = 8
@@ -221,6 +238,15 @@ AUTHORS_DIFFUSION = DiffusionPolicyConfig(
     time_frequencies=4, control_init_scale=1e-8, control_clip=1e4, squash_log_det=False,
 )
 
+AUTHORS_DIFFPPO_DIFFUSION = dataclasses.replace(AUTHORS_DIFFUSION, learn_friction=True)
+AUTHORS_DIFFWPO_DIFFUSION = dataclasses.replace(AUTHORS_DIFFUSION, dt_per_dimension=True)
+
+# The authors' WPO bound is on K * (per-step KL); our kl_bound is on the per-step KL, so the
+# presets divide it by their K (0.0025 for DiffWPO at K = 8, 0.02 for the Gaussian's K = 1).
+# It is computed here from the preset's K: `--set diffusion.num_steps=...` does not rescale
+# it (set kl_bound too).
+AUTHORS_WPO_KL_BOUND = 0.02
+
 _AUTHORS_COMMON = dict(total_env_steps=50_000_000, max_grad_norm=0.5)
 _AUTHORS_DIFF_DISCOUNT = dict(diffusion=AUTHORS_DIFFUSION, discount_mode="diffusion",
                               discount=0.999)
@@ -228,7 +254,7 @@ _AUTHORS_OFF_POLICY = dict(
     _AUTHORS_COMMON, num_envs=1024, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
     kl_coef_lr=1e-3, learn_alpha=True, init_alpha=0.01, estimator="per_step",
 )
-_AUTHORS_WPO = dict(kl_bound=0.02, target_entropy_multiplier=8.0, natural_gradient=False)
+_AUTHORS_WPO = dict(target_entropy_multiplier=8.0, natural_gradient=False)
 _AUTHORS_ON_POLICY = dict(
     _AUTHORS_COMMON, num_envs=2048, actor_lr=1e-4, critic_lr=1e-4, entropy_coef_lr=1e-4,
     clip_eps=0.2, num_epochs=12, num_minibatches=64, learn_entropy_coef=True,
@@ -238,10 +264,14 @@ _AUTHORS_ON_POLICY = dict(
 AUTHORS_PRESETS: dict[str, dict[str, Any]] = {
     "sac": dict(_AUTHORS_OFF_POLICY),
     "diffsac": dict(_AUTHORS_OFF_POLICY, **_AUTHORS_DIFF_DISCOUNT),
-    "wpo": dict(_AUTHORS_OFF_POLICY, **_AUTHORS_WPO),
-    "diffwpo": dict(_AUTHORS_OFF_POLICY, **_AUTHORS_WPO, **_AUTHORS_DIFF_DISCOUNT),
+    "wpo": dict(_AUTHORS_OFF_POLICY, **_AUTHORS_WPO, kl_bound=AUTHORS_WPO_KL_BOUND),  # K = 1
+    "diffwpo": dict(
+        _AUTHORS_OFF_POLICY, **_AUTHORS_WPO, **_AUTHORS_DIFF_DISCOUNT,
+    ) | dict(diffusion=AUTHORS_DIFFWPO_DIFFUSION,
+             kl_bound=AUTHORS_WPO_KL_BOUND / AUTHORS_DIFFWPO_DIFFUSION.num_steps),
     "ppo": dict(_AUTHORS_ON_POLICY),
-    "diffppo": dict(_AUTHORS_ON_POLICY, gae_lambda=0.98, **_AUTHORS_DIFF_DISCOUNT),
+    "diffppo": dict(_AUTHORS_ON_POLICY, gae_lambda=0.98, **_AUTHORS_DIFF_DISCOUNT) | dict(
+        diffusion=AUTHORS_DIFFPPO_DIFFUSION, learn_entropy_coef=False, entropy_coef=2e-4),
 }
 
 # MuJoCo Playground: the default (algo, env) preset of the paper's tasks (spec section 7) is

@@ -1,4 +1,5 @@
-"""Every trainer alike: seed i of a vmapped run equals a single run, a grid of traced
+"""Every trainer alike: seed i of a short vmapped run equals a single run to float rounding
+(rtol 1e-4; batched kernels round differently, and long runs drift apart), a grid of traced
 hyperparameters x seeds compiles once, `training.train` dispatches on config.algo."""
 
 import json
