@@ -72,7 +72,8 @@ class Policy(NamedTuple):
         step kernel's mean and scale by the inverse Fisher of that Gaussian (values unchanged).
     kernel(params, obs, latent, step) -> (mean, std) [..., A] of the Gaussian step kernel
         p_theta(. | x_k, s, k) in pre-squash space (analytic KLs between policies).
-    sample_chain(params, obs, key, deterministic) -> ChainSample; lax.scan over K steps.
+    sample_chain(params, obs, key, deterministic=False, x0=None) -> ChainSample; lax.scan
+        over K steps (`scan_chain`); x0 [..., A]: start from a given x_0 instead of a draw.
     squash(latent) -> action in (-1, 1).
     state_features(obs, latent, step) -> [..., F_s], the augmented state as a critic input.
     features(obs, latent, step, next_latent) -> [..., F], augmented state-action critic input.
@@ -137,17 +138,25 @@ def scan_chain(
     obs: Array,
     key: PRNGKey,
     deterministic: bool = False,
+    x0: Array | None = None,
+    deterministic_from_prior: bool = False,
 ) -> ChainSample:
     """Runs the K-step chain with lax.scan (K static) for observations [..., S].
 
-    Stochastic: x_0 ~ prior, then x_{k+1} ~ sample_step. Deterministic: x_0 = 0 (the prior
-    mean) and every step takes its kernel mean, so the whole chain is noise-free.
+    Stochastic: x_0 ~ prior, then x_{k+1} ~ sample_step. Deterministic: every step is
+    sample_step's noise-free step, from x_0 = 0 (the prior mean), or from the prior draw
+    with deterministic_from_prior (then the chain is noise-free given x_0, not a function
+    of obs alone). x0 [..., A]: a given start (e.g. a draw made earlier) instead of either;
+    the step keys are the same with and without it.
     """
     batch = obs.shape[:-1]
     prior_key, steps_key = jax.random.split(key)
-    x0 = sample_prior(prior_key, batch)
-    if deterministic:
-        x0 = jax.numpy.zeros_like(x0)
+    if x0 is not None:
+        x0 = jax.numpy.broadcast_to(x0, batch + x0.shape[-1:])
+    else:
+        x0 = sample_prior(prior_key, batch)
+        if deterministic and not deterministic_from_prior:
+            x0 = jax.numpy.zeros_like(x0)
     step_keys = jax.random.split(steps_key, num_steps)
 
     def body(latent, inputs):

@@ -3,10 +3,28 @@
 Parameters (a dict pytree):
   "control":        params of f_theta(x_k, s, k)
   "dt":             raw step sizes [K] (or [K, A] with dt_per_dimension); eta_k uses softplus
+                    (fixed at their initial schedule, gradient stopped, with learn_step_sizes
+                    False)
   "friction":       raw friction [] (only with learn_friction)
   "noising_drift":  params of b_phi(x_{k+1}, s, k) (only with learn_noising_drift)
 eta_k = softplus(dt_k) / softplus(friction). Both kernels of the pair (x_k, x_{k+1}) use eta_k;
 the noising kernel's drift is evaluated at x_{k+1}, the point it conditions on.
+
+Deterministic sampling (`deterministic=True`; config.deterministic_sampler), in pre-squash x:
+  "ode" (default; the authors' evaluation sampler, spec section 5): x_0 ~ prior, then
+      x_{k+1} = x_k + eta_k * (-x_k / sigma_p^2 + 0.5 * f_theta(x_k, s, k)), no noise.
+      Deterministic means "no per-step noise": the action is a function of (s, x_0) and
+      still depends on the prior draw, so a two-mode policy sends different draws to
+      different modes. What it is: for a step x + eta b + sqrt(2 eta) xi with drift
+      b = -x / sigma_p^2 + f, the probability-flow ODE (same marginals, no noise) is
+      dx = (b - grad log p_k(x)) dt, which needs the score of x_k's marginal, and the chain
+      does not learn it. This ODE is that flow exactly where grad log p_k = f / 2. (Were f the
+      drift of the time reversal of the noising dynamics dx = -x / sigma_p^2 dt + sqrt(2) dW,
+      the flow would be x + eta * f / 2; the authors also keep -x / sigma_p^2, a shrink by
+      eta_k / sigma_p^2 per step.) So it is a noise-free heuristic: it need not reproduce
+      the stochastic chain's action distribution.
+  "mean": x_0 = 0 (the prior mean) and every kernel mean; a function of s alone. For a
+      policy symmetric about x = 0 with two modes this path can stay in the valley between them.
 """
 
 import dataclasses
@@ -38,6 +56,13 @@ from diffrl_jax.validation import (
     require_positive,
 )
 
+# deterministic samplers (see the module docstring): name -> what the chain does
+DETERMINISTIC_SAMPLERS = {
+    "ode": "x_0 from the prior, then noise-free steps x + eta * (-x / sigma_p^2 + f / 2) "
+           "(the authors' ODE; the action depends on the x_0 draw)",
+    "mean": "x_0 = 0 and the kernels' means (a function of the observation alone)",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionPolicyConfig:
@@ -51,6 +76,7 @@ class DiffusionPolicyConfig:
     dt_per_dimension: bool = False
     friction: float = 0.25
     learn_friction: bool = False
+    learn_step_sizes: bool = True
     hidden_sizes: tuple[int, ...] = (256, 256, 256, 256)
     activation: str = "gelu"
     time_frequencies: int = 4
@@ -60,6 +86,7 @@ class DiffusionPolicyConfig:
     learn_noising_drift: bool = False
     squash_clip: float = 1e-3
     squash_log_det: bool = False
+    deterministic_sampler: str = "ode"  # one of DETERMINISTIC_SAMPLERS
 
     def __post_init__(self) -> None:
         o = "DiffusionPolicyConfig"
@@ -76,7 +103,10 @@ class DiffusionPolicyConfig:
         require_in_range(o, "control_init_scale", self.control_init_scale, 0.0, 1.0, closed=True)
         require_positive(o, "control_clip", self.control_clip)
         require_in_range(o, "squash_clip", self.squash_clip, 0.0, 1.0)
-        for flag in ("dt_per_dimension", "learn_friction", "learn_noising_drift", "squash_log_det"):
+        require_choice(o, "deterministic_sampler", self.deterministic_sampler,
+                       tuple(DETERMINISTIC_SAMPLERS))
+        for flag in ("dt_per_dimension", "learn_friction", "learn_step_sizes",
+                     "learn_noising_drift", "squash_log_det"):
             require_bool(o, flag, getattr(self, flag))
 
 
@@ -136,7 +166,8 @@ def make_diffusion_policy(
 
     def step_size(params: Params, step: Array) -> Array:
         """eta_k for step [...] -> [..., A] (or [..., 1] when shared over dimensions)."""
-        dt = jax.nn.softplus(params["dt"][step])
+        raw = params["dt"] if cfg.learn_step_sizes else jax.lax.stop_gradient(params["dt"])
+        dt = jax.nn.softplus(raw[step])
         if not cfg.dt_per_dimension:
             dt = dt[..., None]
         friction = jax.nn.softplus(params["friction"]) if cfg.learn_friction else cfg.friction
@@ -195,10 +226,17 @@ def make_diffusion_policy(
         params: Params, obs: Array, latent: Array, step: Array, key: PRNGKey,
         deterministic: bool = False,
     ) -> tuple[Array, StepEval]:
-        """x_{k+1} ~ p_theta(. | x_k, s, k), reparameterised, with its StepEval."""
+        """x_{k+1} ~ p_theta(. | x_k, s, k), reparameterised, with its StepEval (log-densities
+        of the step taken under the kernels). deterministic: the noise-free step of
+        config.deterministic_sampler, "ode": x_k + eta_k (-x_k / sigma_p^2 + f / 2); "mean":
+        the kernel mean."""
         check_step_inputs(obs, latent, step, A, obs_dim)
         mean, var, eta = denoising_kernel(params, obs, latent, step)
-        if deterministic:
+        if deterministic and cfg.deterministic_sampler == "ode":
+            # x + eta (-x / sigma_p^2 + f / 2) is the average of the kernel mean and the
+            # control-free step x + eta (-x / sigma_p^2): no second network evaluation
+            next_latent = 0.5 * (mean + langevin_mean(latent, eta, 0.0, prior_var))
+        elif deterministic:
             next_latent = mean
         else:
             next_latent = mean + jnp.sqrt(var) * jax.random.normal(key, mean.shape, mean.dtype)
@@ -211,9 +249,12 @@ def make_diffusion_policy(
     def squash(latent: Array) -> Array:
         return tanh_squash(latent, cfg.squash_clip)
 
-    def sample_chain(params: Params, obs: Array, key: PRNGKey, deterministic: bool = False):
-        """Samples the whole chain for obs [..., S]; see `scan_chain`."""
-        return scan_chain(sample_step, sample_prior, squash, K, params, obs, key, deterministic)
+    def sample_chain(params: Params, obs: Array, key: PRNGKey, deterministic: bool = False,
+                     x0: Array | None = None):
+        """Samples the whole chain for obs [..., S]; see `scan_chain` (deterministic: the
+        config's deterministic_sampler; "ode" starts from a prior draw, "mean" from 0)."""
+        return scan_chain(sample_step, sample_prior, squash, K, params, obs, key, deterministic,
+                          x0, deterministic_from_prior=cfg.deterministic_sampler == "ode")
 
     def state_features(obs: Array, latent: Array, step: Array) -> Array:
         """[obs, x_k, one_hot(k)] broadcast over batch dims: [..., S + A + K]."""
@@ -231,8 +272,10 @@ def make_diffusion_policy(
              jnp.broadcast_to(next_latent, batch + next_latent.shape[-1:])], -1)
 
     def noising_leaves(params: Params):
-        """True for dt, friction and the noising drift: the leaves q_phi depends on."""
-        return {name: jax.tree.map(lambda _, shared=name != "control": shared, value)
+        """True for dt (when learned), friction and the noising drift: the leaves q_phi
+        depends on."""
+        shared = {"dt": cfg.learn_step_sizes, "friction": True, "noising_drift": True}
+        return {name: jax.tree.map(lambda _, m=shared.get(name, False): m, value)
                 for name, value in params.items()}
 
     prior_entropy = A * prior_entropy_per_dim(cfg.prior_std)

@@ -110,9 +110,11 @@ def make_gaussian_policy(
     def squash(latent: Array) -> Array:
         return tanh_squash(latent, cfg.squash_clip)
 
-    def sample_chain(params: Params, obs: Array, key: PRNGKey, deterministic: bool = False):
-        """One-step chain: latents [..., 2, A] = (0, u), log_ratios [..., 1] = log pi."""
-        return scan_chain(sample_step, sample_prior, squash, 1, params, obs, key, deterministic)
+    def sample_chain(params: Params, obs: Array, key: PRNGKey, deterministic: bool = False,
+                     x0: Array | None = None):
+        """One-step chain: latents [..., 2, A] = (x0 or 0, u), log_ratios [..., 1] = log pi;
+        deterministic: u = mu. x0 is carried along only (the step ignores it)."""
+        return scan_chain(sample_step, sample_prior, squash, 1, params, obs, key, deterministic, x0)
 
     def state_features(obs: Array, latent: Array, step: Array) -> Array:
         """The observation alone (x_0 and k are constant for K = 1): [..., S]."""

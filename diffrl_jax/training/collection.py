@@ -37,16 +37,23 @@ def step_envs(
     episode_return: Array,
     key: PRNGKey,
     normalize_obs: bool,
+    prior_latent: Array | None = None,
 ) -> tuple[EnvState, ChainTransition, Array, StepCounters]:
     """Samples a chain for each of the N envs' observations, steps the envs with its action.
 
     Returns (env_state, transition [N] with *raw* obs and next_obs, episode_return [N] reset
-    where an episode ended, counters). next_prior_latent is a fresh prior draw x'_0.
+    where an episode ended, counters). The transition's next_prior_latent x'_0 is a fresh
+    prior draw. prior_latent [N, A]: x_0 of this step's chains; passing the previous step's
+    x'_0 makes the stored x'_0 the real x_0 of the next chain (the on-policy rollout does).
+    None: the chains draw their own x_0, and the stored x'_0 is an independent draw with the
+    same law (the next chain's x_0 is an independent prior draw too), so a target that
+    averages over x'_0 (the off-policy one-step TD target) is unbiased either way.
     """
     act_key, prior_key = jax.random.split(key)
     raw_obs = env_state.obs
     n = raw_obs.shape[0]
-    chain = transform.act(params, policy_obs(obs_stats, raw_obs, normalize_obs), act_key)
+    chain = transform.act(params, policy_obs(obs_stats, raw_obs, normalize_obs), act_key,
+                          x0=prior_latent)
     env_state, out = env.step(env_state, chain.action)
     transition = ChainTransition(
         obs=raw_obs,

@@ -33,9 +33,13 @@ def evaluate_policy(
     normalize_obs: bool = True,
 ) -> tuple[EvalResult, EvalResult]:
     """Runs one episode in each of 2 * num_envs fresh environments: the first num_envs act
-    with the stochastic policy, the others with the deterministic one (x_0 = 0, kernel
-    means). One batched environment step serves both, so the environment's step function is
-    compiled once for evaluation. Returns (stochastic, deterministic) results."""
+    with the stochastic policy, the others with the deterministic one (the policy's
+    noise-free chain: for the diffusion policy its config's deterministic_sampler, by default
+    the authors' ODE from a prior draw x_0, so its actions still depend on x_0; for the
+    Gaussian the mean action). The deterministic half draws its x_0 with another key than
+    the stochastic half, so the two do not share prior draws. One batched environment step
+    serves both, so the environment's step function is compiled once for evaluation.
+    Returns (stochastic, deterministic) results."""
     reset_key, act_key = jax.random.split(key)
     state = env.reset(reset_key, 2 * num_envs)
 
@@ -43,7 +47,8 @@ def evaluate_policy(
         state, ret, length, alive, counts = carry
         obs = normalize(obs_stats, state.obs) if normalize_obs else state.obs
         stochastic = transform.act(params, obs[:num_envs], step_key, False).action
-        deterministic = transform.act(params, obs[num_envs:], step_key, True).action
+        deterministic = transform.act(params, obs[num_envs:], jax.random.fold_in(step_key, 1),
+                                      True).action
         action = jnp.concatenate([stochastic, deterministic], axis=0)
         state, out = env.step(state, action)
         ret = ret + alive * out.reward

@@ -28,11 +28,19 @@ from diffrl_jax.algorithms.ppo import (
     gae,
     ppo_loss,
 )
-from diffrl_jax.envs import EnvState, RunningStats, init_stats, make_env, peaks_of, update_stats
+from diffrl_jax.envs import (
+    Environment,
+    EnvState,
+    RunningStats,
+    init_stats,
+    make_env,
+    peaks_of,
+    update_stats,
+)
 from diffrl_jax.networks.critic import EnsembleCritic
 from diffrl_jax.parallel.mesh import BatchSharding, constrain_batch
 from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig, make_policy
-from diffrl_jax.training.collection import interval_metrics, policy_obs, step_envs
+from diffrl_jax.training.collection import StepCounters, interval_metrics, policy_obs, step_envs
 from diffrl_jax.training.guards import all_finite, keep_if_finite, masked_means, masked_sums
 from diffrl_jax.training.program import TrainProgram, run_program
 from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss
@@ -256,6 +264,46 @@ def rollout_batch(
     return batch, stats
 
 
+def collect_rollout(
+    env: Environment,
+    transform: DiffusionLoss,
+    params: Params,
+    env_state: EnvState,
+    obs_stats: RunningStats,
+    episode_return: Array,
+    key: PRNGKey,
+    num_steps: int,
+    normalize_obs: bool,
+    shard: Callable[[Any], Any] = lambda tree: tree,
+) -> tuple[EnvState, Array, ChainTransition, StepCounters]:
+    """num_steps (T) vectorised environment steps of the N envs with the acting policy.
+
+    Returns (env_state, episode_return [N], transitions [T, N] with raw obs, counters [T]).
+    Each step's chains start from the x'_0 stored with the step before, so within the rollout
+    the next state of a last denoising step, (next_obs, x'_0, 0), is the next chain's real
+    first state (where the episode goes on) and the GAE sum telescopes exactly; the first
+    chains start from a fresh prior draw, and the last step's x'_0 (only bootstrapped, the
+    next rollout starts afresh) is an independent draw, unbiased since the next chain's x_0
+    would be one too.
+    shard: the sharding constraint of the env axis (identity without a mesh).
+    """
+    def env_step(carry, step_key):
+        env_state, episode_return, prior_latent = carry
+        env_state, transition, episode_return, counters = step_envs(
+            env, transform, params, env_state, obs_stats, episode_return, step_key,
+            normalize_obs, prior_latent,
+        )
+        carry = (env_state, episode_return, transition.next_prior_latent)
+        return shard(carry), (shard(transition), counters)
+
+    n = episode_return.shape[0]
+    first = shard(transform.policy.sample_prior(jax.random.fold_in(key, num_steps), (n,)))
+    (env_state, episode_return, _), (transitions, counters) = jax.lax.scan(
+        env_step, (env_state, episode_return, first), jax.random.split(key, num_steps)
+    )
+    return env_state, episode_return, transitions, counters
+
+
 def train(
     key: PRNGKey,
     config: OnPolicyConfig,
@@ -335,17 +383,10 @@ def make_program(
 
     # ---- rollout -----------------------------------------------------------------------
     def rollout(ts: OnPolicyState):
-        def env_step(carry, step_key):
-            env_state, episode_return = carry
-            env_state, transition, episode_return, counters = step_envs(
-                env, transform, ts.policy_params, env_state, ts.obs_stats, episode_return,
-                step_key, config.normalize_obs,
-            )
-            return shard((env_state, episode_return)), (shard(transition), counters)
-
         key, rollout_key = jax.random.split(ts.key)
-        (env_state, episode_return), (transitions, counters) = jax.lax.scan(
-            env_step, (ts.env_state, ts.episode_return), jax.random.split(rollout_key, T)
+        env_state, episode_return, transitions, counters = collect_rollout(
+            env, transform, ts.policy_params, ts.env_state, ts.obs_stats, ts.episode_return,
+            rollout_key, T, config.normalize_obs, shard,
         )
         ts = ts.replace(env_state=env_state, episode_return=episode_return, key=key,
                         env_steps=ts.env_steps + N * T)

@@ -5,7 +5,8 @@ environment step, only the last (k = K - 1) carries the reward, the episode end 
 or truncated) and, in "env" discount mode, the discount gamma; the others get reward 0,
 no episode end and discount 1. In "diffusion" mode every augmented step is discounted by
 the same per-augmented-step factor (the authors' gamma_d). After the last step the next
-augmented state is (next_obs, fresh prior draw x'_0, 0).
+augmented state is (next_obs, x'_0, 0), x'_0 the transition's stored prior draw
+(`ChainTransition.next_prior_latent`).
 """
 
 import chex
@@ -34,8 +35,10 @@ class ChainTransition:
     obs [..., S], latents [..., K + 1, A] (x_0..x_K), log_ratios and log_probs [..., K]
     (as returned by the chain sampler; trainers may store zeros when unused), reward [...],
     terminated [...] and truncated [...] (bool or 0/1), next_obs [..., S] (the final
-    observation on an episode end, for bootstrapping), next_prior_latent [..., A] (x'_0 of
-    the next environment step's chain).
+    observation on an episode end, for bootstrapping), next_prior_latent [..., A] (x'_0, a
+    prior draw for the next state's first latent: the on-policy rollout stores the next
+    chain's actual x_0, except at a rollout's last step; the off-policy collection an
+    independent draw with the same law, which leaves a one-step target unbiased).
     """
 
     obs: Array

@@ -53,7 +53,7 @@ class PolicyTerms:
 class DiffusionLoss(NamedTuple):
     """The shared transform: pure functions closed over a policy and two static options.
 
-    act(params, obs, key, deterministic=False) -> ChainSample
+    act(params, obs, key, deterministic=False, x0=None) -> ChainSample (policy.sample_chain)
     augment(transition, step, discount) -> AugmentedTransition at index `step`
     expand(transition, discount) -> all K augmented transitions, batch [...] -> [..., K]
     initial_state(obs, key) -> AugmentedState at step 0 with x_0 from the prior
@@ -112,8 +112,9 @@ def make_diffusion_loss(
         raise ValueError(f"unknown estimator {estimator!r}; allowed: {list(ESTIMATORS)}")
     K = policy.num_steps
 
-    def act(params: Params, obs: Array, key: PRNGKey, deterministic: bool = False) -> ChainSample:
-        return policy.sample_chain(params, obs, key, deterministic)
+    def act(params: Params, obs: Array, key: PRNGKey, deterministic: bool = False,
+            x0: Array | None = None) -> ChainSample:
+        return policy.sample_chain(params, obs, key, deterministic, x0)
 
     def augment(transition: ChainTransition, step: Array, discount: Array | float) -> AugmentedTransition:
         _check_chain_length(transition)
