@@ -16,6 +16,7 @@ from diffrl_jax.checkpoints import CheckpointStore
 from diffrl_jax.envs import peaks_of
 from diffrl_jax.experiment import config_from_dict, experiment_mesh
 from diffrl_jax.parallel import gather_to_host, global_seed_keys, mesh_program, seed_sharding
+from diffrl_jax.policies.diffusion import DETERMINISTIC_SAMPLERS
 from diffrl_jax.sweep import member_policy
 from diffrl_jax.training import trainer_for
 from diffrl_jax.training.evaluation import evaluate_policy
@@ -38,7 +39,7 @@ class LoadedRun(NamedTuple):
 def load_run(run_dir: str | Path, step: int | None = None) -> LoadedRun:
     """The checkpoint `step` (default: the latest) of the run in run_dir, restored onto one
     device; CheckpointError naming the problem if it is missing or unreadable."""
-    store = CheckpointStore(run_dir, read_only=True)
+    store = CheckpointStore(run_dir, read_only=True, step_flag="--step")  # evaluate.py's flag
     try:
         step, meta = store.read_meta(step)
         config = config_from_dict(meta["config"])
@@ -60,10 +61,17 @@ def seed_policy(run: LoadedRun, seed_index: int) -> tuple[Any, Any, Any]:
     return member_policy(run.config, run.state, seed_index)
 
 
+def _deterministic_mode(config: Any) -> str:
+    """What the deterministic evaluation of config's policy does, in words."""
+    if config.algo.startswith("diff"):  # the diffusion algorithms: diffsac, diffwpo, diffppo
+        return DETERMINISTIC_SAMPLERS[config.diffusion.deterministic_sampler]
+    return "the Gaussian's mean action, squashed"
+
+
 def evaluate_run(run: LoadedRun, episodes: int, key: PRNGKey | None = None) -> dict[str, Any]:
     """One episode in each of `episodes` fresh environments per seed and mode (stochastic:
-    sampled chains; deterministic: x_0 = 0 and kernel means). Returns per-seed returns and
-    their means, JSON-ready."""
+    sampled chains; deterministic: the noise-free chain, see `evaluate_policy`). Returns
+    per-seed returns and their means, JSON-ready."""
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     config = run.config
@@ -84,7 +92,7 @@ def evaluate_run(run: LoadedRun, episodes: int, key: PRNGKey | None = None) -> d
         "run_dir": str(run.run_dir), "checkpoint_step": run.step, "algo": config.algo,
         "env": config.env, "num_seeds": num_seeds, "episodes_per_seed": episodes,
         "eval_mode": {"stochastic": "actions from sampled denoising chains (the policy)",
-                      "deterministic": "x_0 = 0 and the kernels' means (noise-free chain)"},
+                      "deterministic": _deterministic_mode(config)},
     }
     for name, res in (("stochastic", stochastic), ("deterministic", deterministic)):
         returns = np.asarray(res.returns)

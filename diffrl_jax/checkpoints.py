@@ -53,10 +53,13 @@ def library_versions() -> dict[str, str]:
 class CheckpointStore:
     """The checkpoints of one run directory (RUN/checkpoints), steps named by env steps per
     seed. Every process of a multi-process run must make the same calls (saving is a
-    collective); Orbax writes the shared files from process 0."""
+    collective); Orbax writes the shared files from process 0. step_flag: the command-line
+    flag that picks a checkpoint, named in the errors' hints (train.py's --resume-step,
+    evaluate.py's --step)."""
 
     def __init__(self, run_dir: str | Path, max_to_keep: int | None = 2,
-                 async_save: bool = True, read_only: bool = False):
+                 async_save: bool = True, read_only: bool = False,
+                 step_flag: str = "--resume-step"):
         if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
             raise ValueError(f"max_to_keep must be a positive integer or None, got {max_to_keep!r}")
         self.directory = Path(run_dir).absolute() / CHECKPOINT_SUBDIR
@@ -73,6 +76,7 @@ class CheckpointStore:
             max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=async_save,
         )
         self.read_only = read_only
+        self.step_flag = step_flag
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
             "state": ocp.StandardCheckpointHandler(),
             "history": ocp.StandardCheckpointHandler(),
@@ -170,7 +174,7 @@ class CheckpointStore:
         bad = nonfinite_leaves(state)
         if bad:
             raise CheckpointError(f"checkpoint {self.directory / str(step)} has non-finite values "
-                                  f"in {bad[:5]}; resume from an earlier one with --resume-step "
+                                  f"in {bad[:5]}; choose an earlier one with {self.step_flag} "
                                   f"(available: {self.steps()})")
         return state, {k: np.asarray(v) for k, v in metrics.items()}
 
@@ -189,7 +193,7 @@ class CheckpointStore:
 
     def _unreadable(self, step: int, item: str, err: Exception) -> CheckpointError:
         others = [s for s in self.steps() if s != step]
-        hint = f"; other checkpoints: {others} (choose one with --resume-step)" if others else ""
+        hint = f"; other checkpoints: {others} (choose one with {self.step_flag})" if others else ""
         return CheckpointError(f"checkpoint {self.directory / str(step)} cannot be read ({item}: "
                                f"{type(err).__name__}: {str(err)[:300]}){hint}")
 

@@ -26,13 +26,12 @@ Typical use (what `make_config` does with `--set`):
 """
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Sequence
 from typing import Any
 
-from diffrl_jax.validation import ConfigError
+from diffrl_jax.validation import ConfigError, closest_name
 
 __all__ = ["config_fields", "describe_fields", "field_info", "override_config", "parse_overrides"]
 
@@ -110,8 +109,8 @@ def _parse_value(cls: type, path: tuple[str, ...], text: str, item: str) -> Any:
         prefix = ".".join(path[:depth])
         if part not in hints:
             allowed = sorted(hints)
-            close = difflib.get_close_matches(part, allowed, n=1)
-            hint = f" (did you mean '{_join(prefix, close[0])}'?)" if close else ""
+            close = closest_name(part, allowed)
+            hint = f" (did you mean '{_join(prefix, close)}'?)" if close else ""
             where = f" of '{prefix}' ({cls.__name__})" if prefix else f" of {cls.__name__}"
             raise ConfigError(
                 f"unknown config field '{dotted}' in {item!r}{hint}; allowed fields{where}: "
@@ -252,15 +251,25 @@ def field_info(config: Any) -> list[tuple[str, str, Any]]:
 
 
 def describe_fields(config: Any) -> str:
-    """One line per overridable field, "name: type = value", plus the allowed values of fields
-    that have a fixed set; for `--list-fields` (a class shows defaults, an instance its values)."""
+    """One line per overridable field, "name: type = value  # what it is" (from
+    `diffrl_jax.field_docs`), plus the allowed values of fields that have a fixed set; for
+    `--list-fields` (a class shows defaults, an instance its values)."""
+    from diffrl_jax.field_docs import field_doc
+
     instance = _instance(config)
     choices = _field_choices(type(instance))
     rows = _field_info(instance, "")
     width = max(len(name) for name, _, _ in rows)
     lines = []
     for name, type_name, value in rows:
+        *parents, leaf = name.split(".")
+        owner = instance
+        for part in parents:
+            owner = getattr(owner, part)
         line = f"{name}:{' ' * (width - len(name))} {type_name} = {_show(value)}"
+        doc = field_doc(owner, leaf)
+        if doc:
+            line += f"  # {doc}"
         if name.split(".")[-1] in choices:
             line += f"  (one of: {', '.join(choices[name.split('.')[-1]])})"
         lines.append(line)
@@ -287,6 +296,7 @@ def _field_choices(cls: type) -> dict[str, tuple[str, ...]]:
     from diffrl_jax.envs import list_envs
     from diffrl_jax.envs.brax_core import BRAX_BACKENDS
     from diffrl_jax.networks.activations import ACTIVATIONS
+    from diffrl_jax.policies.diffusion import DETERMINISTIC_SAMPLERS
     from diffrl_jax.policies.schedules import SCHEDULES
     from diffrl_jax.training.off_policy import OFF_POLICY_ALGOS, OffPolicyConfig
     from diffrl_jax.training.on_policy import ON_POLICY_ALGOS, OnPolicyConfig
@@ -297,6 +307,7 @@ def _field_choices(cls: type) -> dict[str, tuple[str, ...]]:
         "env": tuple(list_envs()), "backend": tuple(BRAX_BACKENDS), "estimator": ESTIMATORS,
         "discount_mode": DISCOUNT_MODES, "advantage_normalization": ADVANTAGE_NORMALIZATIONS,
         "schedule": SCHEDULES, "activation": tuple(ACTIVATIONS),
+        "deterministic_sampler": tuple(DETERMINISTIC_SAMPLERS),
     }
     if cls is OffPolicyConfig:
         choices["algo"] = OFF_POLICY_ALGOS

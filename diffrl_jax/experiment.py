@@ -40,14 +40,22 @@ from diffrl_jax.parallel import (
 )
 from diffrl_jax.parallel.mesh import check_divisible
 from diffrl_jax.plots import plot_run, sample_policy_actions, toy_probe_states
-from diffrl_jax.presets import apply_overrides, named_preset_overrides
+from diffrl_jax.presets import AUTHORS_PRESETS, apply_overrides, named_preset_overrides
 from diffrl_jax.run_logs import METRIC_FORMATS, PROGRESS_MODES, IntervalReporter, make_sinks
 from diffrl_jax.training import ALGOS, schedule_of, trainer_for
-from diffrl_jax.validation import ConfigError, require_choice, require_int_at_least
+from diffrl_jax.validation import (
+    ConfigError,
+    require_choice,
+    require_int_at_least,
+    require_writable_dir,
+)
 
-__all__ = ["ALGOS", "DivergenceMonitor", "RunOptions", "build_summary", "config_differences", "config_from_dict",
-           "config_to_dict", "enable_compilation_cache", "experiment_mesh", "make_config",
-           "run_experiment"]
+__all__ = ["ALGOS", "DEFAULT_ENV", "DivergenceMonitor", "RUN_CONFIG_FILE", "RunOptions",
+           "accelerator_scale_warning", "build_summary", "config_differences",
+           "config_from_dict", "config_to_dict", "enable_compilation_cache", "experiment_mesh",
+           "make_config", "requested_conflicts", "run_experiment"]
+
+DEFAULT_ENV = "brax/inverted_pendulum"
 
 
 def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | None = None,
@@ -56,13 +64,23 @@ def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | No
     ("default": the (algo, env) preset of `diffrl_jax.presets`), then keyword overrides, then
     `settings` ("field=value" / "nested.field=value" strings, as `--set` takes them)."""
     trainer = trainer_for(algo)
+    _check_env(env)
+    require_choice("config", "backend", backend, BRAX_BACKENDS)
+    config = trainer.config_class(algo=algo, env=env, backend=backend)
+    config = apply_overrides(config, named_preset_overrides(preset, algo, env))
+    return _apply_arguments(config, total_steps, settings, overrides)
+
+
+def _check_env(env: str) -> None:
     try:
         check_env_name(env)  # the specific reason (e.g. a playground/ task) if there is one
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    require_choice("config", "backend", backend, BRAX_BACKENDS)
-    config = trainer.config_class(algo=algo, env=env, backend=backend)
-    config = apply_overrides(config, named_preset_overrides(preset, algo, env))
+
+
+def _apply_arguments(config: Any, total_steps: int | None, settings: Sequence[str],
+                     overrides: dict[str, Any]) -> Any:
+    """config with total_steps, then the keyword overrides, then `settings` applied; validated."""
     if total_steps is not None:
         overrides = dict(overrides, total_env_steps=total_steps)
     config = apply_overrides(config, overrides)
@@ -72,6 +90,32 @@ def make_config(algo: str, env: str, backend: str = "mjx", total_steps: int | No
                           f"--algo/--env/--backend (arguments of make_config), not as overrides")
     config = apply_overrides(config, parse_overrides(list(settings), config))
     return config.validate()
+
+
+def requested_conflicts(saved: Any, algo: str | None = None, env: str | None = None,
+                        backend: str | None = None, preset: str | None = None,
+                        total_steps: int | None = None, settings: Sequence[str] = (),
+                        **overrides: Any) -> list[str]:
+    """'field: saved vs given' for each config field that the given arguments set otherwise
+    than the saved config (a checkpoint's) has it. Only the arguments given (not None, not
+    empty) are compared: they are applied on top of the saved config, in `make_config`'s
+    order (env, backend, the named preset's fields, total_steps, overrides, settings), so an
+    argument left out never counts, and a differing algo is the one conflict shown. Raises
+    ConfigError for an invalid argument."""
+    if algo is not None and algo != saved.algo:
+        trainer_for(algo)  # an unknown algorithm is a ConfigError of its own
+        return [f"algo: {saved.algo!r} vs {algo!r}"]
+    given = saved
+    if env is not None:
+        _check_env(env)
+        given = given.replace(env=env)
+    if backend is not None:
+        require_choice("config", "backend", backend, BRAX_BACKENDS)
+        given = given.replace(backend=backend)
+    if preset is not None:
+        given = apply_overrides(given, named_preset_overrides(preset, saved.algo, given.env))
+    given = _apply_arguments(given, total_steps, settings, overrides)
+    return config_differences(config_to_dict(saved), config_to_dict(given))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -234,40 +278,154 @@ class _StopRequests:
 
 
 RUN_FILES = ("summary.json", "metrics.csv", "metrics.jsonl", CHECKPOINT_SUBDIR)
+# The config, seeds and seed of a run, written before anything compiles: a run stopped before
+# its first checkpoint (e.g. killed while compiling) is started afresh from it on --resume.
+RUN_CONFIG_FILE = "run_config.json"
 
 
-def _refuse_existing_run(out: Path) -> None:
-    existing = [name for name in RUN_FILES if (out / name).exists()]
+def _complete_checkpoints(out: Path) -> list[int]:
+    if not (out / CHECKPOINT_SUBDIR).is_dir():
+        return []
+    store = CheckpointStore(out, None, read_only=True)
+    try:
+        return store.steps()
+    finally:
+        store.close()
+
+
+def _recorded(out: Path) -> list[str]:
+    """The RUN_FILES in which `out` holds results: summary.json, metric files with rows,
+    complete checkpoints (an empty metrics file or checkpoints folder records nothing)."""
+    def has_rows(path: Path, header: int) -> bool:
+        if not path.is_file():
+            return False
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return sum(1 for line in f if line.strip()) > header
+    found = {"summary.json": (out / "summary.json").exists(),
+             "metrics.csv": has_rows(out / "metrics.csv", 1),
+             "metrics.jsonl": has_rows(out / "metrics.jsonl", 0),
+             CHECKPOINT_SUBDIR: bool(_complete_checkpoints(out))}
+    return [name for name in RUN_FILES if found[name]]
+
+
+def _refuse_existing_run(out: Path, main: bool) -> bool:
+    """Raises CheckpointError if `out` holds results of a run; True when it holds only the
+    leftovers of a run that recorded nothing (stopped before its first interval), which this
+    run then replaces (said on stderr)."""
+    existing = _recorded(out)
     if existing:
+        hint = ("" if CHECKPOINT_SUBDIR in existing or "summary.json" in existing else
+                " (it has no complete checkpoint: --resume starts it afresh from its saved config)")
         raise CheckpointError(
             f"{out} already holds a run ({', '.join(existing)}); continue it with --resume "
-            f"{out} or write this run to another --out (nothing was overwritten)")
+            f"{out}{hint} or write this run to another --out (nothing was overwritten)")
+    leftovers = [name for name in (RUN_CONFIG_FILE,) + RUN_FILES if (out / name).exists()]
+    if leftovers and main:
+        print(f"reusing {out}: the run started there stopped before recording anything "
+              f"({', '.join(leftovers)} hold no results); this run replaces it",
+              file=sys.stderr, flush=True)
+    return bool(leftovers)
 
 
-def _resolve_resume(given, out, resume_step, num_seeds, seed, store):
-    """(config, start step, meta) of the run to resume; `given`: the config the arguments
-    resolve to (None when only resuming), which must equal the checkpoint's."""
+def _saved_run(out: Path, resume_step: int | None) -> dict[str, Any]:
+    """The RUN_CONFIG_FILE record of a run in `out` that has no complete checkpoint;
+    CheckpointError when there is none to start afresh from."""
+    path = out / RUN_CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"no complete checkpoint in {out / CHECKPOINT_SUBDIR} and no saved "
+                              f"config ({path}): nothing to resume; start a fresh run with --out")
+    if resume_step is not None:
+        raise CheckpointError(f"no checkpoint {resume_step} in {out / CHECKPOINT_SUBDIR}: it holds "
+                              f"no complete checkpoint (leave out --resume-step to start the run "
+                              f"afresh from its saved config)")
+    try:
+        record = json.loads(path.read_text())
+        config_from_dict(record["config"])
+        int(record["num_seeds"]), int(record["seed"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); nothing "
+                              f"to resume") from err
+    return record
+
+
+def _write_saved_run(out: Path, config: Any, num_seeds: int, seed: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"algo": config.algo, "env": config.env, "num_seeds": num_seeds, "seed": seed,
+              "config": config_to_dict(config)}
+    tmp = out / f".{RUN_CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, out / RUN_CONFIG_FILE)
+
+
+def _check_requested(saved: Any, where: str, requested: dict[str, Any], num_seeds: int | None,
+                     seed: int | None, saved_seeds: int, saved_seed: int) -> None:
+    """CheckpointError when an argument given to a resume (see `requested_conflicts`), the
+    seed count or the seed differs from the saved run's."""
+    diff = requested_conflicts(saved, **requested)
+    if diff:
+        raise CheckpointError(f"{where} was written by a run with another config (saved vs "
+                              f"given): {'; '.join(diff)}; resume without --algo/--env/--set to "
+                              f"continue it as it was")
+    if num_seeds is not None and num_seeds != saved_seeds:
+        raise CheckpointError(f"the checkpoint holds {saved_seeds} seeds, {num_seeds} given")
+    if seed is not None and seed != saved_seed:
+        raise CheckpointError(f"the checkpoint's run used seed {saved_seed}, {seed} given")
+
+
+def _resolve_resume(requested, out, resume_step, num_seeds, seed, store):
+    """(config, start step, meta) of the run to resume; `requested`: the config arguments
+    given (`requested_conflicts`), which must agree with the checkpoint's config."""
     if store is None:
         raise ValueError("resuming needs checkpoints (do not disable them)")
     step, meta = store.read_meta(resume_step)
     saved = config_from_dict(meta["config"])
-    if given is not None:
-        diff = config_differences(config_to_dict(saved), config_to_dict(given))
-        if diff:
-            raise CheckpointError(f"the checkpoint in {out} was written by a run with another "
-                                  f"config (checkpoint vs given): {diff}; resume without "
-                                  f"--algo/--env/--set to continue it as it was")
-    if num_seeds is not None and num_seeds != meta["num_seeds"]:
-        raise CheckpointError(f"the checkpoint holds {meta['num_seeds']} seeds, {num_seeds} given")
-    if seed is not None and seed != meta["seed"]:
-        raise CheckpointError(f"the checkpoint's run used seed {meta['seed']}, {seed} given")
+    _check_requested(saved, f"the checkpoint in {out}", requested, num_seeds, seed,
+                     meta["num_seeds"], meta["seed"])
     return saved, step, meta
 
 
-def run_experiment(algo: str | None, env: str, total_steps: int | None,
+def _completed_summary(out: Path, step: int) -> dict[str, Any] | None:
+    """OUT/summary.json when it records the run as completed at checkpoint `step`."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (isinstance(summary, dict) and summary.get("status") == "completed"
+            and (summary.get("checkpoints") or {}).get("last") == step):
+        return summary
+    return None
+
+
+def accelerator_scale_warning(config: Any) -> str | None:
+    """A one-line warning when JAX runs on the CPU (no accelerator) and `config` is at the
+    paper authors' accelerator scale (`presets.AUTHORS_PRESETS`: the num_envs or the
+    total_env_steps of its algorithm's entry, e.g. 1024 envs and 50M steps; the default
+    preset on the paper's playground tasks); None otherwise."""
+    if jax.default_backend() != "cpu":
+        return None
+    authors = AUTHORS_PRESETS.get(config.algo, {})
+    if not (config.num_envs >= authors.get("num_envs", float("inf"))
+            or config.total_env_steps >= authors.get("total_env_steps", float("inf"))):
+        return None
+    return (f"warning: no accelerator (JAX runs on the CPU), but {config.algo} on {config.env} "
+            f"is set up at the paper authors' accelerator scale ({config.total_env_steps:,d} env "
+            f"steps x {config.num_envs:,d} envs per seed; the default on the paper's playground "
+            f"tasks): for a CPU run use --preset cpu")
+
+
+def _stop_boundary(stop_after_steps: int, first_steps: int, per_interval: int, done: int,
+                   num_intervals: int) -> int:
+    """The intervals done when a run stops for stop_after_steps: at the first interval
+    boundary at or after it (at least one more interval; num_intervals: it completes)."""
+    needed = -(-(stop_after_steps - first_steps) // per_interval)  # ceil
+    return min(num_intervals, max(done + 1, needed))
+
+
+def run_experiment(algo: str | None, env: str | None, total_steps: int | None,
                    num_seeds: int | None, seed: int | None, out: str | Path,
-                   backend: str = "mjx", progress: bool | str = True, mesh: Mesh | None = None,
-                   preset: str = "default", settings: Sequence[str] = (),
+                   backend: str | None = None, progress: bool | str = True,
+                   mesh: Mesh | None = None, preset: str | None = None,
+                   settings: Sequence[str] = (),
                    options: RunOptions | None = None, resume: bool = False,
                    resume_step: int | None = None, **overrides: Any) -> dict[str, Any]:
     """Trains num_seeds seeds as one vmapped program on `mesh` (default: one device, see
@@ -277,11 +435,20 @@ def run_experiment(algo: str | None, env: str, total_steps: int | None,
     "stop_requested": whether a Ctrl-C / SIGTERM came, also one too late to stop the run,
     e.g. during its last interval, so a caller running several runs can stop after it).
 
+    A fresh run: env None is DEFAULT_ENV, backend None "mjx", preset None "default". It
+    refuses an `out` that already holds results of a run (`_recorded`); one that holds only
+    the leftovers of a run stopped before recording anything is reused. Before anything
+    compiles it writes OUT/run_config.json (config, seeds, seed).
+
     resume: continue the run in `out` from its latest checkpoint (or `resume_step`; later
     checkpoints are then moved aside to OUT/superseded_checkpoints); algo, env and the config
-    arguments may be None, and if given must match the checkpoint's config. A resumed run
-    computes exactly what the uninterrupted run would. A fresh run refuses an `out` that
-    already holds a run. progress: True ("bar"), False ("none") or a mode name.
+    arguments may be None, and those given are applied on top of the checkpoint's config and
+    must not change it (`requested_conflicts`: arguments left out are not compared). A
+    resumed run computes exactly what the uninterrupted run would. A run with no complete
+    checkpoint (stopped before its first) is started afresh from OUT/run_config.json; a
+    completed run (summary.json says so) is returned as it is, with nothing compiled.
+    `out` must be a directory that can be written (or created): ConfigError otherwise.
+    progress: True ("bar"), False ("none") or a mode name.
     """
     options = (options or RunOptions()).validate()
     if not isinstance(progress, str):
@@ -291,38 +458,68 @@ def run_experiment(algo: str | None, env: str, total_steps: int | None,
     out = Path(out)
     main = is_main_process()
     given = None  # checked before anything is written
-    if algo is not None:
-        given = make_config(algo, env, backend, total_steps, preset=preset, settings=settings,
-                            **overrides)
-    if resume and not (out / CHECKPOINT_SUBDIR).is_dir():
-        raise CheckpointError(f"no complete checkpoint in {out / CHECKPOINT_SUBDIR}")
+    requested = dict(algo=algo, env=env, backend=backend, preset=preset,
+                     total_steps=total_steps, settings=settings, **overrides)
     if not resume:
-        if given is None:
+        if algo is None:
             raise ValueError("algo is required unless resuming")
-        _refuse_existing_run(out)
+        given = make_config(algo, env or DEFAULT_ENV, backend or "mjx", total_steps,
+                            preset=preset or "default", settings=settings, **overrides)
+    require_writable_dir("output directory", out)
+    saved_run, reused = None, False
+    if resume:
+        if not _complete_checkpoints(out):
+            saved_run = _saved_run(out, resume_step)
+    else:
+        reused = _refuse_existing_run(out, main)
     # Every process checks `out` before any process writes into it (a shared filesystem).
     wait_for_all_processes("run_directory_checked")
     store = (CheckpointStore(out, options.max_to_keep, read_only=False)
              if options.checkpoints else None)
     try:
         config, start_step, meta = given, None, None
-        if resume:
-            config, start_step, meta = _resolve_resume(given, out, resume_step, num_seeds, seed, store)
+        if saved_run is not None:
+            config = config_from_dict(saved_run["config"])
+            _check_requested(config, f"the saved config {out / RUN_CONFIG_FILE}", requested,
+                             num_seeds, seed, saved_run["num_seeds"], saved_run["seed"])
+            num_seeds, seed = saved_run["num_seeds"], saved_run["seed"]
+            if main:
+                print(f"{out} holds no complete checkpoint (its run stopped before the first "
+                      f"one): starting that run afresh from its saved config "
+                      f"({RUN_CONFIG_FILE})", file=sys.stderr, flush=True)
+        elif resume:
+            config, start_step, meta = _resolve_resume(requested, out, resume_step, num_seeds,
+                                                       seed, store)
             num_seeds, seed = meta["num_seeds"], meta["seed"]
+            if meta["intervals_done"] >= meta["num_intervals"]:
+                previous = _completed_summary(out, start_step)
+                if previous is not None:
+                    message = f"the run is already complete ({start_step:,d} env steps); nothing to do"
+                    if main:
+                        print(f"{out}: {message}", file=sys.stderr, flush=True)
+                    return dict(previous, message=message, resumed_from=start_step,
+                                compile_seconds=0.0, train_seconds=0.0, wall_seconds=0.0,
+                                env_steps_per_second=None, stop_requested=False)
             moved = store.supersede_after(start_step)
             if moved and main:
                 print(f"resuming from checkpoint {start_step}: the later checkpoints {moved} "
                       f"were moved to {out / SUPERSEDED_SUBDIR}", file=sys.stderr, flush=True)
         seed = 0 if seed is None else seed
+        if meta is None and main:
+            _write_saved_run(out, config, num_seeds, seed)
+        warning = accelerator_scale_warning(config)
+        if warning and main:
+            print(warning, file=sys.stderr, flush=True)
         return _train(config, num_seeds, seed, out, progress, mesh, options, store,
-                      start_step, meta, main)
+                      start_step, meta, main, restarted=saved_run is not None or reused)
     finally:
         if store is not None:
             store.wait()
             store.close()
 
 
-def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_step, meta, main):
+def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_step, meta, main,
+           restarted=False):
     sched = schedule_of(config)
     mesh = experiment_mesh() if mesh is None else mesh
     check_divisible(config, num_seeds, mesh)
@@ -333,8 +530,10 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
     per_interval = (sched["total_env_steps"] - first_steps) // num_intervals
     done = 0 if meta is None else meta["intervals_done"]
     start_env_steps = first_steps + done * per_interval
+    # a resumed run drops the metric rows after its checkpoint; a restarted one all of them
     sinks = make_sinks(out, options.metrics_formats,
-                       resume_from_env_steps=start_env_steps if meta is not None else None,
+                       resume_from_env_steps=(start_env_steps if meta is not None or restarted
+                                              else None),
                        wandb_project=options.wandb_project,
                        wandb_config=config_to_dict(config)) if main else []
     reporter = IntervalReporter(num_seeds, sched["total_env_steps"], f"{config.algo} {config.env}",
@@ -346,6 +545,16 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
             jax.debug.callback(reporter.record, seed_index, metrics)
         return report
 
+    if options.stop_after_steps is not None and done < num_intervals and main:
+        stop_at = _stop_boundary(options.stop_after_steps, first_steps, per_interval, done,
+                                 num_intervals)
+        where = (f"stops at {first_steps + stop_at * per_interval:,d}, the first interval "
+                 f"boundary at or after it" if stop_at < num_intervals else
+                 f"is past the last interval boundary: the run completes at "
+                 f"{sched['total_env_steps']:,d}")
+        print(f"[{config.algo} {config.env}] stop_after_steps {options.stop_after_steps:,d} "
+              f"{where} (one interval is {per_interval:,d} env steps per seed)",
+              file=sys.stderr, flush=True)
     program = mesh_program(config, mesh, seed_indexed=seed_indexed)
     keys = global_seed_keys(seed, num_seeds, seed_sharding(mesh))
     abstract = program.abstract_state(keys)
@@ -365,9 +574,12 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
         seeds_axis, data_axis = mesh_shape(mesh)
         what = (f"resuming {num_seeds} seed(s) from {start_env_steps:,d}" if meta else
                 f"training {num_seeds} seed(s)")
-        reporter.compile_report(compile_seconds, (
-            f"{what} to {sched['total_env_steps']:,d} env steps each on a {seeds_axis} x "
-            f"{data_axis} (seed x data) mesh"))
+        detail = (f"{what} to {sched['total_env_steps']:,d} env steps each on a {seeds_axis} x "
+                  f"{data_axis} (seed x data) mesh")
+        if done >= num_intervals:  # (summary.json was missing or not the checkpoint's)
+            detail = (f"the run is already complete ({start_env_steps:,d} env steps); "
+                      f"rebuilding its summary from the checkpoint")
+        reporter.compile_report(compile_seconds, detail)
 
     status, message = "completed", None
     last_saved, saved_at = start_step, done

@@ -27,6 +27,7 @@ __all__ = [
     "ACTION_RANGE",
     "action_histogram_counts",
     "action_histogram_figure",
+    "action_histogram_title",
     "learning_curve_figure",
     "plot_action_histograms",
     "plot_learning_curves",
@@ -112,9 +113,9 @@ def learning_curve_figure(summaries: Sequence[Mapping[str, Any]] | Mapping[str, 
     """The eval return against env steps of one or several summaries on one axes.
 
     Per summary (one colour each): every seed's stochastic return (thin lines, with >= 2
-    seeds), the mean over
-    seeds (thick), a band of mean +- one standard error over seeds (with >= 2 seeds), and the
-    mean of the deterministic returns (dashed) when the summary has them. labels: one legend
+    seeds), the mean over seeds (thick; with one seed, that seed's curve, labelled so), a band
+    of mean +- one standard error over seeds (with >= 2 seeds), and the mean of the
+    deterministic returns (dashed) when the summary has them. labels: one legend
     name per summary (default: the algo names). ValueError on malformed input.
     """
     if isinstance(summaries, Mapping):
@@ -138,14 +139,15 @@ def learning_curve_figure(summaries: Sequence[Mapping[str, Any]] | Mapping[str, 
         for seed in range(n if n > 1 else 0):  # one seed: its curve is the mean
             ax.plot(steps, returns[:, seed], color=color, lw=0.7, alpha=0.35,
                     label=f"{label}: each seed (n={n})" if seed == 0 else None)
-        ax.plot(steps, mean, color=color, lw=2.4, label=f"{label}: mean over seeds")
+        ax.plot(steps, mean, color=color, lw=2.4,
+                label=f"{label}: mean over {n} seeds" if n > 1 else f"{label}: one seed")
         if n > 1:
             se = _standard_error(returns)
             ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.2, lw=0,
                             label=f"{label}: mean ± 1 standard error")
         if det is not None:
             ax.plot(steps, det.mean(axis=1), color=color, lw=1.6, ls="--",
-                    label=f"{label}: deterministic mean")
+                    label=f"{label}: deterministic" + (" mean" if n > 1 else ""))
     ax.set_xlabel("environment steps")
     ax.set_ylabel("evaluation return (stochastic unless dashed)")
     ax.grid(True, alpha=0.3)
@@ -169,7 +171,7 @@ def plot_learning_curves(summaries: Sequence[Mapping[str, Any]] | Mapping[str, A
 def toy_probe_states(env_name: str, num_states: int) -> tuple[list[str], np.ndarray]:
     """The states at which to histogram a policy's actions: (labels, raw obs [S, obs_dim]).
 
-    toy/bandit: its one state (S = 1 whatever num_states is), obs [1.0].
+    toy/bandit, toy/three_peaks: the one state (S = 1 whatever num_states is), obs [1.0].
     toy/double_well: num_states headings h = -pi + 2 pi i / num_states (spread over
     [-pi, pi)) at t = 0, obs (cos h, sin h, 0), labelled like "h=-90°".
     ValueError for any other environment.
@@ -179,7 +181,7 @@ def toy_probe_states(env_name: str, num_states: int) -> tuple[list[str], np.ndar
                          f"{sorted(TOY_SPECS)}, got {env_name!r}")
     if isinstance(num_states, bool) or not isinstance(num_states, (int, np.integer)) or num_states < 1:
         raise ValueError(f"num_states must be a positive integer, got {num_states!r}")
-    if env_name == "toy/bandit":
+    if env_name in ("toy/bandit", "toy/three_peaks"):
         return ["the state (obs=[1])"], np.ones((1, 1), np.float32)
     if env_name == "toy/double_well":
         headings = -math.pi + 2 * math.pi * np.arange(num_states) / num_states
@@ -293,11 +295,21 @@ def plot_action_histograms(actions: Any, labels: Sequence[str], peaks: Sequence[
 
 # ---- a run's figures ------------------------------------------------------------------------
 
+def action_histogram_title(name: str, num_seeds: int, seed_index: int, num_samples: int) -> str:
+    """The action histogram's title: which policy and which samples it shows (one seed's
+    final policy, stochastic samples at the probe states; not the evaluation episodes that
+    summary.json's mode_fractions count)."""
+    seed = f"seed {seed_index} of {num_seeds}" if num_seeds > 1 else "its one seed"
+    return (f"{name + ': ' if name else ''}actions of the final policy, {seed}\n"
+            f"{num_samples} stochastic samples per state (not the evaluation episodes)")
+
+
 def plot_run(out_dir: str | Path, summary: Mapping[str, Any], actions: Any = None,
-             labels: Sequence[str] | None = None) -> list[Path]:
+             labels: Sequence[str] | None = None, seed_index: int = 0) -> list[Path]:
     """Writes out_dir/learning_curve.png, and out_dir/action_histogram.png when actions
-    [S, n, action_dim] are given (labels default to "state i"; peaks are the summary's
-    "mode_peaks", else the environment's). Returns the paths written."""
+    [S, n, action_dim] are given: seed `seed_index`'s final policy sampled n times per probe
+    state, which its title says (`action_histogram_title`; labels default to "state i";
+    peaks are the summary's "mode_peaks", else the environment's). Returns the paths written."""
     out_dir = Path(out_dir)
     name = " ".join(str(summary[k]) for k in ("algo", "env") if isinstance(summary, Mapping) and k in summary)
     paths = [plot_learning_curves(summary, out_dir / LEARNING_CURVE_FILE,
@@ -307,6 +319,8 @@ def plot_run(out_dir: str | Path, summary: Mapping[str, Any], actions: Any = Non
         if labels is None:
             labels = [f"state {i}" for i in range(num_states)]
         peaks = summary.get("mode_peaks") or peaks_of(str(summary.get("env", "")))
+        title = action_histogram_title(name, int(summary.get("num_seeds", 1)), seed_index,
+                                       int(np.shape(actions)[1]))
         paths.append(plot_action_histograms(actions, labels, peaks, out_dir / ACTION_HISTOGRAM_FILE,
-                                            title=f"{name}: policy actions" if name else None))
+                                            title=title))
     return paths

@@ -437,8 +437,8 @@ class IntervalReporter:
     Rates and ETA count only the env steps run since `start()` (call it after compilation) and
     beyond `start_env_steps` (where a resumed run begins): "env steps/s" sums all seeds, "/seed"
     is one seed's rate, ETA = remaining steps of one seed / per-seed rate. The eval return shown
-    is the stochastic one ("eval_return"), the mean over seeds and, for up to
-    `max_listed_seeds` seeds, each seed's.
+    is the stochastic one ("eval_return"), the mean over seeds and, for 2 to
+    `max_listed_seeds` seeds, each seed's ("seeds: a, b").
 
     `record` may be called from any thread (a lock guards the state, the sinks and the display).
     An interval that completes while an earlier one is still waiting for some seed is held back
@@ -587,8 +587,8 @@ class IntervalReporter:
                      f"{per_seed:,.0f}/s per seed)")
         if returns:
             ret_text = f"eval return (stochastic) mean {np.mean(returns):.2f}"
-            if len(returns) <= self.max_listed_seeds:
-                ret_text += " [" + ", ".join(f"{r:.1f}" for r in returns) + "]"
+            if 1 < len(returns) <= self.max_listed_seeds:
+                ret_text += " (seeds: " + ", ".join(f"{r:.1f}" for r in returns) + ")"
         else:
             ret_text = "eval return n/a"
         line = (f"{self._prefix}env steps {steps:,d}/{self.total_env_steps:,d}  {rate_text}  "

@@ -50,7 +50,7 @@ import numpy as np
 
 from diffrl_jax.experiment import build_summary, config_to_dict, make_config
 from diffrl_jax.training import schedule_of, train, trainer_for
-from diffrl_jax.validation import ConfigError
+from diffrl_jax.validation import ConfigError, require_writable_dir
 
 __all__ = [
     "ChunkProgram",
@@ -548,7 +548,7 @@ def run_sweep(algo: str, env: str, grid_items: Sequence[str], num_seeds: int, se
     sched = schedule_of(config)
     keys = spec.keys()
     label = f"{algo} {env}"
-    out = Path(out)
+    out = require_writable_dir("output directory", out)  # before anything compiles
     out.mkdir(parents=True, exist_ok=True)
 
     # ---- plan -------------------------------------------------------------------------

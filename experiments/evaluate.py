@@ -17,7 +17,11 @@ import jax
 
 from diffrl_jax.checkpoint_eval import evaluate_run, load_run
 from diffrl_jax.checkpoints import CheckpointError
+from diffrl_jax.cli import filter_known_warnings
 from diffrl_jax.experiment import enable_compilation_cache
+from diffrl_jax.validation import require_writable_dir, require_writable_file
+
+filter_known_warnings()  # third-party noise (diffrl_jax.cli)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +38,18 @@ def main(argv: list[str] | None = None) -> int:
             enable_compilation_cache()
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        if args.out is not None:
+            require_writable_file("--out", args.out)
+        elif Path(args.checkpoint).is_dir():  # where evaluation_<step>.json goes
+            require_writable_dir("--checkpoint (evaluation_<step>.json is written there; or "
+                                 "give --out)", args.checkpoint)
         run = load_run(args.checkpoint, args.step)
         result = evaluate_run(run, args.episodes, jax.random.PRNGKey(args.seed))
     except (ValueError, CheckpointError, ImportError) as err:  # ImportError: mujoco_playground
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"evaluation_{run.step}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"{result['algo']} {result['env']} checkpoint {run.step:,d} env steps, "
           f"{args.episodes} episodes per seed and mode")

@@ -13,7 +13,11 @@ import json
 import sys
 from pathlib import Path
 
+from diffrl_jax.cli import filter_known_warnings
 from diffrl_jax.plots import plot_learning_curves
+from diffrl_jax.validation import require_writable_file
+
+filter_known_warnings()  # third-party noise (diffrl_jax.cli)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="PNG file to write")
     args = p.parse_args(argv)
     try:
+        require_writable_file("--out", args.out)
         summaries = []
         for run in args.runs:
             path = Path(run) / "summary.json"

@@ -1,4 +1,4 @@
-"""Sweep numeric hyperparameters x seeds of one algorithm on one environment as one vmapped
+r"""Sweep numeric hyperparameters x seeds of one algorithm on one environment as one vmapped
 program (in memory-sized chunks).
 
     python experiments/sweep.py --algo sac --env toy/bandit \
@@ -21,9 +21,12 @@ max over seeds; stochastic and deterministic).
 import argparse
 import sys
 
+from diffrl_jax.cli import filter_known_warnings
 from diffrl_jax.experiment import ALGOS, enable_compilation_cache
 from diffrl_jax.presets import preset_names
 from diffrl_jax.sweep import run_sweep
+
+filter_known_warnings()  # third-party noise (diffrl_jax.cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Train one algorithm on one environment for several seeds in one compiled program.
+r"""Train one algorithm on one environment for several seeds in one compiled program.
 
     python experiments/train.py --algo diffsac --env brax/inverted_pendulum --num-seeds 2 \
         --out runs/diffsac_pendulum
@@ -12,7 +12,12 @@ config is checked before anything compiles.
 The run trains in chunks of --checkpoint-every intervals and writes a full-state Orbax
 checkpoint (parameters, optimiser states, temperatures, normaliser statistics, replay buffer,
 environment states, RNG keys) after each, keeping the last --max-to-keep. Ctrl-C stops after
-the current chunk with a checkpoint; `--resume OUT` continues exactly where it stopped.
+the current chunk with a checkpoint; `--resume OUT` continues exactly where it stopped
+(flags given with it must agree with the run's config; flags left out are taken from it).
+A run stopped before its first checkpoint (e.g. while compiling) is started afresh from its
+saved config (OUT/run_config.json) by --resume. --stop-after-steps N stops at the first
+evaluation interval boundary at or after N env steps per seed (a run is num_evals intervals
+of total_env_steps / num_evals steps each; the line before compiling says where it stops).
 Writes OUT/summary.json, OUT/metrics.csv and .jsonl (add --metrics tensorboard, --wandb
 PROJECT), OUT/learning_curve.png (and action_histogram.png on toy environments).
 
@@ -31,9 +36,11 @@ import argparse
 import sys
 
 from diffrl_jax.checkpoints import CheckpointError
+from diffrl_jax.cli import filter_known_warnings
 from diffrl_jax.config_overrides import describe_fields
 from diffrl_jax.experiment import (
     ALGOS,
+    DEFAULT_ENV,
     RunOptions,
     enable_compilation_cache,
     experiment_mesh,
@@ -44,18 +51,21 @@ from diffrl_jax.parallel import initialize, is_main_process, parse_mesh_shape
 from diffrl_jax.presets import preset_names
 from diffrl_jax.run_logs import METRIC_FORMATS, PROGRESS_MODES
 
+filter_known_warnings()  # third-party noise (diffrl_jax.cli)
+
 EXIT_STATUS = {"completed": 0, "stopped": 0, "diverged": 3, "interrupted": 130}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algo", choices=ALGOS, help="required unless --resume")
-    p.add_argument("--env", default=None, help="default brax/inverted_pendulum")
+    p.add_argument("--env", default=None, help=f"default {DEFAULT_ENV} (with --resume: the run's)")
     p.add_argument("--backend", default=None, help="brax backend: mjx (default), spring, positional, generalized")
     p.add_argument("--preset", default=None, choices=preset_names(), help="named preset (default: default)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field (repeatable), e.g. --set actor_lr=1e-3")
-    p.add_argument("--list-fields", action="store_true", help="print the resolved config's fields and exit")
+    p.add_argument("--list-fields", action="store_true",
+                   help="print the resolved config's fields (type, value, what it is) and exit")
     p.add_argument("--total-steps", type=int, default=None,
                    help="environment steps per seed (default: the preset's)")
     p.add_argument("--num-seeds", type=int, default=None, help="default 1")
@@ -67,7 +77,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-to-keep", type=int, default=2, help="checkpoints kept")
     p.add_argument("--no-checkpoints", action="store_true")
     p.add_argument("--stop-after-steps", type=int, default=None,
-                   help="stop with a checkpoint after this many env steps per seed (resume later)")
+                   help="stop with a checkpoint at the first evaluation interval boundary at or "
+                        "after this many env steps per seed (intervals: total_env_steps / "
+                        "num_evals); continue later with --resume")
     p.add_argument("--metrics", default="csv,jsonl", help=f"comma-separated, of {','.join(METRIC_FORMATS)}")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases (needs wandb)")
     p.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
@@ -101,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_fields and args.resume is not None:
             raise ValueError("--list-fields shows the config of --algo/--env/--preset/--set; a "
                              "checkpoint's config is in DIR/summary.json and its meta")
-        config_args = dict(env=args.env or "brax/inverted_pendulum", backend=args.backend or "mjx",
-                           total_steps=args.total_steps, preset=args.preset or "default",
-                           settings=args.settings)
+        # flags left out stay None: a fresh run takes the defaults, a resume the run's own
+        config_args = dict(env=args.env, backend=args.backend, total_steps=args.total_steps,
+                           preset=args.preset, settings=args.settings)
         if args.list_fields:
-            config = make_config(args.algo or "diffsac", **config_args)
+            config = make_config(args.algo or "diffsac", args.env or DEFAULT_ENV,
+                                 args.backend or "mjx", args.total_steps,
+                                 preset=args.preset or "default", settings=args.settings)
             print(describe_fields(config))
             return 0
         if args.resume is not None and args.algo is None and (
@@ -139,8 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if is_main_process():
-        print(f"final eval return per seed: {summary['final_eval_return']}")
+        print(final_returns_line(summary))
     return EXIT_STATUS[summary["status"]]
+
+
+def final_returns_line(summary: dict) -> str:
+    """The closing line: the last evaluation's return per seed, said to be final only when
+    the run completed."""
+    if summary["status"] == "completed":
+        return f"final eval return per seed: {summary['final_eval_return']}"
+    curve = summary.get("eval_curve") or []
+    if not curve:
+        return f"no evaluation yet ({summary['status']})"
+    return (f"eval return per seed at step {curve[-1]['env_steps']:,d} ({summary['status']}): "
+            f"{summary['final_eval_return']}")
 
 
 if __name__ == "__main__":

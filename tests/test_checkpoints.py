@@ -109,7 +109,8 @@ def test_corrupt_and_partial_checkpoints_fail_clearly_and_keep_earlier_ones(runs
     for path in (ckpt / "1984" / "state").rglob("*"):
         if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
             path.write_bytes(b"\0" * 7)  # truncate every data file of the latest checkpoint
-    with pytest.raises(CheckpointError, match=r"1984 cannot be read.*\[1616\].*--resume-step"):
+    # load_run is evaluate.py's: its hint names evaluate.py's flag, --step
+    with pytest.raises(CheckpointError, match=r"1984 cannot be read.*\[1616\].*with --step\)"):
         load_run(target)
     run = load_run(target, 1616)  # the earlier one still loads
     assert int(run.state.env_steps[0]) == 1616

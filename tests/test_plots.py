@@ -62,16 +62,18 @@ def test_learning_curve_figure_draws_seeds_mean_band_and_deterministic():
     assert len(ax.lines) == (3 + 2) + 2 * 2
     assert len(ax.collections) == 2  # one band each
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any(t.startswith("sac: mean over seeds") for t in texts)
+    assert any(t.startswith("sac: mean over 3 seeds") for t in texts)
     assert any(t.startswith("diffsac: deterministic mean") for t in texts)
     assert any("standard error" in t for t in texts)
-    mean_line = next(line for line in ax.lines if line.get_label() == "sac: mean over seeds")
+    mean_line = next(line for line in ax.lines if line.get_label() == "sac: mean over 3 seeds")
     returns = np.array([p["return_per_seed"] for p in summaries[0]["eval_curve"]])
     np.testing.assert_allclose(mean_line.get_ydata(), returns.mean(1))
     np.testing.assert_allclose(mean_line.get_xdata(), [100, 200, 300, 400, 500])
-    # one seed: no band, no separate seed line (mean and deterministic mean only)
+    # one seed: no band, no separate seed line (its curve and its deterministic curve only),
+    # and the legend does not call one seed a mean over seeds
     ax = learning_curve_figure(fake_summary(num_seeds=1)).axes[0]
     assert not ax.collections and len(ax.lines) == 2
+    assert [line.get_label() for line in ax.lines] == ["sac: one seed", "sac: deterministic"]
 
 
 def test_learning_curves_do_not_touch_the_pyplot_backend(tmp_path):
@@ -201,6 +203,20 @@ def test_action_histogram_figure_draws_the_counts_and_peaks(tmp_path):
     assert_png(path)
     with pytest.raises(ValueError, match="labels"):
         action_histogram_figure(actions, ["a"], [])
+
+
+def test_the_action_histogram_says_which_samples_it_shows(tmp_path, monkeypatch):
+    from diffrl_jax import plots
+    titles = []
+    real = plots.plot_action_histograms
+    monkeypatch.setattr(plots, "plot_action_histograms",
+                        lambda *a, title=None, **k: titles.append(title) or real(*a, title=title, **k))
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(1, 64, 1))
+    plot_run(tmp_path / "two", fake_summary("diffsac", num_seeds=2), actions, ["s"], seed_index=1)
+    plot_run(tmp_path / "one", fake_summary("diffsac", num_seeds=1), actions, ["s"])
+    assert titles[0] == ("diffsac toy/bandit: actions of the final policy, seed 1 of 2\n"
+                         "64 stochastic samples per state (not the evaluation episodes)")
+    assert "its one seed" in titles[1] and "64 stochastic samples" in titles[1]
 
 
 def test_plot_run_writes_the_figures(tmp_path):

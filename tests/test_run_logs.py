@@ -378,7 +378,8 @@ def test_progress_lines_show_steps_rates_return_and_eta(monkeypatch):
     # 250 steps per seed in 10 s: 25/s per seed, 50/s for both; 750 left -> 30 s
     assert line.startswith("[sac ant] env steps 250/1,000  ")
     assert "50 env steps/s (2 seeds; 25/s per seed)" in line
-    assert "eval return (stochastic) mean 7.50 [2.5, 12.5]" in line
+    # the seeds' returns are named as such (not an interval-like [a, b])
+    assert "eval return (stochastic) mean 7.50 (seeds: 2.5, 12.5)" in line
     assert "elapsed 10.0s" in line and line.endswith("ETA 30.0s")
     assert stream.getvalue().splitlines() == reporter.lines
 

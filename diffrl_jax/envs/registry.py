@@ -12,7 +12,7 @@ from diffrl_jax.envs.playground import (
     playground_env_names,
 )
 from diffrl_jax.envs.toy import TOY_SPECS
-from diffrl_jax.validation import require_int_at_least
+from diffrl_jax.validation import closest_name, require_int_at_least
 
 BRAX_EPISODE_LENGTH = 1000
 
@@ -27,12 +27,19 @@ def list_envs() -> list[str]:
 def check_env_name(name: str) -> None:
     """Raises unless `make_env` accepts `name`: for a playground/ name the specific reason
     (mujoco_playground not installed: ImportError; a broken, unsupported or unknown task:
-    ValueError), otherwise a ValueError listing the registered names."""
+    ValueError), otherwise a ValueError listing the registered names, with the name most
+    likely meant (one differing only in case, else the closest) when there is one."""
     if name in list_envs():
         return
+    close = closest_name(name, list_envs())
+    hint = f" (did you mean {close!r}?)" if close else ""
     if name.startswith(PLAYGROUND_PREFIX):
-        check_playground_task(name[len(PLAYGROUND_PREFIX):])
-    raise ValueError(f"unknown environment {name!r}; registered: {list_envs()}")
+        try:
+            check_playground_task(name[len(PLAYGROUND_PREFIX):])
+        except ValueError as err:
+            if not (close and str(err).startswith("unknown playground task")):
+                raise
+    raise ValueError(f"unknown environment {name!r}{hint}; registered: {list_envs()}")
 
 
 def make_env(
