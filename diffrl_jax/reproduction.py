@@ -11,10 +11,16 @@ What a comparison holds fixed, and what not:
 - Budgets: both algorithms of a pair run the same env steps. `plan_runs` refuses settings
   under which their schedules differ, and `analyse_task` reports a pair whose runs'
   summaries differ in total_env_steps as unavailable ("unequal budgets").
-- Settings: every algorithm runs with its own (algo, env) preset (the comparison is of each
-  method with its own tuned settings), so a pair may differ in more than the policy (e.g.
-  tau, updates_per_step). Each pair records which config fields differ (`METHOD_FIELDS`,
-  the ones that define the method, left out) and the report prints them under its table.
+- Settings, two pairings (`PAIRINGS`; `plan_runs`'s pairing):
+  "matched" (the default, and the verdicts' table): the Gaussian runs its Diff partner's
+  settings besides the policy (`matched_config`), into OUT/<env>/<gaussian>.matched, so a
+  verdict is about the policy alone. "presets": every algorithm runs its own (algo, env)
+  preset (each method with its own tuned settings), so a pair may differ in more than the
+  policy (e.g. tau, updates_per_step). The Diff run is the same in both (OUT/<env>/<diff>);
+  "both" runs both Gaussians. The report shows a table per pairing whose runs are in OUT
+  (matched first). Each pair records the config fields in which its two runs differ
+  (`settings_differences`; `METHOD_FIELDS` left out), each marked whether the policy kind
+  explains it (`policy_kind_fields`): in matched pairs only such fields differ.
 - AUC grid: a pair's two runs are compared on their own common grid of env steps
   (`common_grid` of the two runs' evaluation steps), and each algorithm's reported AUC is on
   its pair's grid (an algorithm without a usable partner: on its own evaluation steps), so no
@@ -54,7 +60,8 @@ from diffrl_jax.experiment import (
     make_config,
     run_experiment,
 )
-from diffrl_jax.presets import PAPER_TASKS
+from diffrl_jax.config_overrides import parse_overrides
+from diffrl_jax.presets import PAPER_TASKS, apply_overrides
 from diffrl_jax.score_stats import (
     ConfidenceInterval,
     area_under_curve,
@@ -67,11 +74,13 @@ from diffrl_jax.score_stats import (
 from diffrl_jax.training import ALGOS, schedule_of
 
 __all__ = [
-    "DEFAULT_ALGOS", "EVAL_MODE", "METHOD_FIELDS", "PAIRS", "TASK_LISTS", "Reproduction",
-    "RunPlan", "Task", "aggregate", "analyse_task", "carry_out", "check_run_dirs",
-    "difference_ci", "dir_state", "execute", "iqm_ci", "load_run_result", "pairs_of",
-    "parse_algos", "plan_runs", "planned_budget", "prepare", "reproduce", "resolve_tasks",
-    "results_of", "run_dir", "run_plans", "settings_differences", "verdict",
+    "DEFAULT_ALGOS", "DEFAULT_PAIRING", "EVAL_MODE", "METHOD_FIELDS", "PAIRINGS", "PAIRS",
+    "POLICY_KIND_FIELDS", "TASK_LISTS", "Reproduction", "RunPlan", "Task", "aggregate",
+    "analyse", "analyse_task", "carry_out", "check_run_dirs", "difference_ci", "dir_state",
+    "execute", "iqm_ci", "load_run_result", "matched_config", "pairings_in", "pairs_of",
+    "parse_algos", "parse_pairing", "per_env_step_discount", "plan_runs", "planned_budget",
+    "policy_kind_fields", "prepare", "reproduce", "resolve_tasks", "results_of", "run_dir",
+    "run_dirs", "run_plans", "settings_differences", "verdict",
 ]
 
 
@@ -110,8 +119,9 @@ BRAX_GPU_TASKS = ("ant", "halfcheetah", "hopper", "walker2d", "humanoid")
 # Gaussian always run the same env steps (their presets share num_envs, unroll_length and
 # learning_starts).
 # CPU: every algorithm with its (algo, env) preset (on playground tasks the "cpu" preset,
-# presets.CPU_PLAYGROUND_PRESETS) at the task's budget, and the same number of evaluations
-# for every algorithm so their curves have the same resolution. The playground budget is the
+# presets.CPU_PLAYGROUND_PRESETS; a matched Gaussian with its Diff partner's) at the task's
+# budget, and the same number of evaluations for every algorithm so their curves have the
+# same resolution. The playground budget is the
 # off-policy "cpu" presets' ~200k env steps (the slower kind per step; PPO's preset has 300k).
 # brax/reacher has no presets (the algorithms' defaults); ~50k env steps keep it to about 1-2
 # hours for all six algorithms x 5 seeds on 2 CPU cores (measured: 2 seeds, sac ~230,
@@ -148,6 +158,46 @@ FINISHED = ("completed", "diverged")  # a run in either state is not run again
 # `settings_differences`: the algorithm, and the two policy sub-configs (a Diff algorithm's
 # policy is `diffusion` and its `gaussian` is unused; the other way round for a Gaussian one).
 METHOD_FIELDS = ("algo", "diffusion", "gaussian")
+
+# ---- pairings: what a Gaussian runs besides its policy --------------------------------------
+#
+# "presets": its own (algo, env) preset. "matched": its Diff partner's resolved config, except
+# what belongs to the policy (`matched_config`):
+#   - the policy itself: `gaussian` stays the Gaussian's own (its preset's network), and the
+#     unused `diffusion` too (METHOD_FIELDS: never compared);
+#   - POLICY_KIND_FIELDS, settings of the diffusion chain that a one-step policy reads
+#     differently: `estimator` (per-step vs full-chain terms; with K = 1 they are the same) and
+#     `entropy_chains` (fresh chains for the temperature: n chains are n * K step terms for the
+#     Diff, n terms for the Gaussian; None means "about batch_size step terms" for both, so
+#     each keeps its own);
+#   - the discount: in discount_mode "diffusion" the Diff's discount (and gae_lambda) are per
+#     augmented step, K per environment step, where a Gaussian's (K = 1) are per environment
+#     step: the matched Gaussian runs discount_mode "env" with the Diff's per-env-step values
+#     discount^K and gae_lambda^K (`per_env_step_discount`; in "env" mode they are copied).
+# Everything else is copied: budgets and schedule, replay, learning rates, tau, grad clip,
+# critic and value networks, updates per step, the temperature (init, learning rate, learned
+# or not) and the WPO / PPO settings (num_action_samples, natural_gradient, KL bound,
+# entropy_coef, clip_eps, ...).
+#
+# The target entropy: target_entropy_multiplier m is copied as it is, so each policy's
+# temperature aims at its own H_ref - m * A (transform.target_entropy), where H_ref is the
+# policy's prior entropy: H(prior) = A * 0.5 * log(2 pi e sigma_p^2) for the Diff (2.52 nats
+# per dimension at sigma_p = 3; a property of the policy, set by diffusion.prior_std), 0 for
+# the Gaussian, whose estimate -E[log pi] has no prior term. So the same m is the same target
+# in the authors' convention (spec 7: their Gaussian and Diff baselines share m, on estimates
+# without H(prior)), and the matched Gaussian aims at H(prior) / A nats per dimension less
+# than the Diff's bound. Matching the nats instead (m_Gauss = m - H(prior) / A) is not equal
+# entropy either: the Diff's H_hat is a lower bound, of the pre-tanh latent (unless
+# diffusion.squash_log_det), the Gaussian's exact, of the squashed action (at most log 2 per
+# dimension), so for m < H(prior) / A + log 2 (e.g. 3.2 at sigma_p = 3, as the authors'
+# DiffSAC m = 1) it asks the tanh-Gaussian for an entropy it cannot reach and its temperature
+# grows without bound. A different choice for the Gaussian is a scoped setting
+# (--set sac:target_entropy_multiplier=...), listed among the pair's differences.
+PAIRINGS = ("matched", "presets")
+DEFAULT_PAIRING = "matched"
+POLICY_KIND_FIELDS = ("estimator", "entropy_chains")
+DISCOUNT_FIELDS = ("discount_mode", "discount", "gae_lambda")
+MATCHED_SUFFIX = ".matched"  # OUT/<env>/<gaussian>.matched: never a per-preset run's directory
 
 
 # ---- choosing what to run ---------------------------------------------------------------------
@@ -206,6 +256,22 @@ def pairs_of(algos: Sequence[str]) -> list[tuple[str, str]]:
     return [(d, g) for d, g in PAIRS if d in algos and g in algos]
 
 
+def parse_pairing(spec: str) -> tuple[str, ...]:
+    """The pairings to run for --pairing: "matched", "presets" or "both" (both, matched
+    first). ValueError otherwise."""
+    if spec == "both":
+        return PAIRINGS
+    if spec in PAIRINGS:
+        return (spec,)
+    raise ValueError(f"--pairing must be one of {', '.join(PAIRINGS)}, both; got {spec!r}")
+
+
+def _partner(algo: str, algos: Sequence[str]) -> str | None:
+    """The Diff algorithm a Gaussian algo is paired with among algos (None: algo is a Diff
+    one or unpaired)."""
+    return next((d for d, g in pairs_of(algos) if g == algo), None)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
     """One (task, algorithm) run: its resolved, validated config and where it goes."""
@@ -218,11 +284,71 @@ class RunPlan:
     settings: tuple[str, ...]
     config: Any
     run_dir: Path
+    matched_to: str | None = None  # the Diff whose settings a matched Gaussian runs
 
 
-def run_dir(out: str | Path, task: Task, algo: str) -> Path:
-    """OUT/<env>/<algo>."""
-    return Path(out) / task.env / algo
+def run_dir(out: str | Path, task: Task, algo: str, matched: bool = False) -> Path:
+    """OUT/<env>/<algo>, or for a matched Gaussian OUT/<env>/<algo>.matched."""
+    return Path(out) / task.env / (algo + MATCHED_SUFFIX if matched else algo)
+
+
+def run_dirs(out: str | Path, task: Task, algos: Sequence[str], pairing: str) -> dict[str, Path]:
+    """Per algo the run directory of its run in `pairing`: a Gaussian paired among algos in
+    "matched" its matched run's, every other algo (Diff ones, unpaired ones, every one in
+    "presets") OUT/<env>/<algo>."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"unknown pairing {pairing!r}; allowed: {', '.join(PAIRINGS)}")
+    return {a: run_dir(out, task, a, pairing == "matched" and _partner(a, algos) is not None)
+            for a in algos}
+
+
+def per_env_step_discount(config: Mapping[str, Any]) -> tuple[float, float | None] | None:
+    """(discount, gae_lambda) per environment step of a config (`config_to_dict` view):
+    in discount_mode "diffusion" the per-augmented-step values to the power K (the Diff's
+    diffusion.num_steps, 1 for a Gaussian), else as they are; gae_lambda None for an
+    off-policy config. None when the config lacks the fields."""
+    try:
+        mode, gamma = config["discount_mode"], float(config["discount"])
+        is_diff = config["algo"] in {d for d, _ in PAIRS}
+        k = int(config["diffusion"]["num_steps"]) if is_diff and mode == "diffusion" else 1
+    except (KeyError, TypeError, ValueError):
+        return None
+    lam = config.get("gae_lambda")
+    return gamma ** k, None if lam is None else float(lam) ** k
+
+
+def policy_kind_fields(diff_config: Mapping[str, Any], base_config: Mapping[str, Any]) -> set[str]:
+    """The top-level fields in which a Diff and a Gaussian config may differ because of the
+    policy kind alone: POLICY_KIND_FIELDS, and DISCOUNT_FIELDS when the two discount (and
+    trace decay) the same per environment step (`per_env_step_discount`, to 1e-12)."""
+    fields = set(POLICY_KIND_FIELDS)
+    a, b = per_env_step_discount(diff_config), per_env_step_discount(base_config)
+    if a is not None and b is not None and all(
+            (x is None and y is None) or (x is not None and y is not None
+                                          and math.isclose(x, y, rel_tol=1e-12))
+            for x, y in zip(a, b)):
+        fields |= set(DISCOUNT_FIELDS)
+    return fields
+
+
+def matched_config(diff_config: Any, own_config: Any) -> Any:
+    """The config a Gaussian runs when matched to its Diff partner (see PAIRINGS above):
+    diff_config (the Diff's resolved config) with algo, the policy sub-configs (gaussian,
+    diffusion) and POLICY_KIND_FIELDS from own_config (the Gaussian's own resolved config),
+    and in discount_mode "diffusion" the per-env-step discount and gae_lambda in "env" mode.
+    Validated (ConfigError)."""
+    if type(diff_config) is not type(own_config):
+        raise ValueError(f"cannot match {own_config.algo} to {diff_config.algo}: their configs "
+                         f"are {type(own_config).__name__} and {type(diff_config).__name__}")
+    kept = {"algo", "diffusion", "gaussian", *POLICY_KIND_FIELDS}
+    values = {f.name: getattr(diff_config, f.name) for f in dataclasses.fields(diff_config)
+              if f.name not in kept}
+    if diff_config.discount_mode == "diffusion":
+        gamma, lam = per_env_step_discount(config_to_dict(diff_config))
+        values.update(discount_mode="env", discount=gamma)
+        if lam is not None:
+            values["gae_lambda"] = lam
+    return own_config.replace(**values).validate()
 
 
 def _scoped_settings(settings: Sequence[str], algo: str) -> list[str]:
@@ -245,6 +371,11 @@ def _scoped_settings(settings: Sequence[str], algo: str) -> list[str]:
     return out
 
 
+def _own_scoped_settings(settings: Sequence[str], algo: str) -> list[str]:
+    """The "ALGO:field=value" settings of algo (scope removed), without the unscoped ones."""
+    return _scoped_settings([s for s in settings if ":" in str(s).partition("=")[0]], algo)
+
+
 def planned_budget(task: Task, steps_scale: float = 1.0) -> int:
     """The env steps per seed that every algorithm of task is asked to run:
     round(budget * steps_scale), at least 1."""
@@ -253,15 +384,21 @@ def planned_budget(task: Task, steps_scale: float = 1.0) -> int:
 
 def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
               num_seeds: int | None = None, seed: int = 0, steps_scale: float = 1.0,
-              settings: Sequence[str] = ()) -> list[RunPlan]:
+              settings: Sequence[str] = (), pairing: str = DEFAULT_PAIRING) -> list[RunPlan]:
     """Every (task, algo) run, its config resolved and validated (nothing compiles):
     total_env_steps = round(budget * steps_scale); with steps_scale < 1 the off-policy
     learning_starts is scaled too (unless --set), so a shortened run keeps its prefill
     share. settings: "field=value" for every run, "ALGO:field=value" for one algorithm;
-    they apply after the task's own. ValueError (ConfigError), or ImportError for an
+    they apply after the task's own. pairing ("matched", "presets", "both"; `PAIRINGS`):
+    which run(s) a Gaussian with its Diff partner among algos gets: "presets" its own
+    preset and settings into OUT/<env>/<algo>, "matched" `matched_config` of its partner's
+    config and its own, then its own scoped "ALGO:field=value" settings, into
+    OUT/<env>/<algo>.matched (RunPlan.matched_to: the partner); Diff and unpaired algorithms
+    run their own preset either way. ValueError (ConfigError), or ImportError for an
     environment whose simulator is not installed, naming the task and algorithm; ValueError
     too when the two algorithms of a pair would run different env steps (their schedules,
     `schedule_of`, e.g. after a scoped setting of one's num_envs or unroll_length)."""
+    pairings = parse_pairing(pairing)
     if isinstance(steps_scale, bool) or not isinstance(steps_scale, (int, float)) or not (
             math.isfinite(steps_scale) and steps_scale > 0):
         raise ValueError(f"--steps-scale must be a finite number > 0, got {steps_scale!r}")
@@ -273,7 +410,7 @@ def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
     plans = []
     for task in tasks:
         total = planned_budget(task, steps_scale)
-        task_plans = []
+        own: dict[str, RunPlan] = {}
         for algo in algos:
             try:
                 mine = list(task.settings) + _scoped_settings(settings, algo)
@@ -284,17 +421,38 @@ def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
                     config = make_config(algo, task.env, task.backend, total, task.preset, mine)
             except (ValueError, ImportError) as err:  # ImportError: an optional simulator
                 raise type(err)(f"task {task.name}, algo {algo}: {err}") from err
-            task_plans.append(RunPlan(task, algo, total, num_seeds or task.num_seeds, seed,
-                                      tuple(mine), config, run_dir(out, task, algo)))
-        scheduled = {p.algo: schedule_of(p.config)["total_env_steps"] for p in task_plans}
+            own[algo] = RunPlan(task, algo, total, num_seeds or task.num_seeds, seed,
+                                tuple(mine), config, run_dir(out, task, algo))
+        task_plans = []
+        for algo in algos:
+            diff = _partner(algo, algos)
+            if diff is None or "presets" in pairings:
+                task_plans.append(own[algo])
+            if diff is not None and "matched" in pairings:
+                scoped = _own_scoped_settings(settings, algo)
+                try:
+                    config = matched_config(own[diff].config, own[algo].config)
+                    config = apply_overrides(config, parse_overrides(scoped, config)).validate()
+                except ValueError as err:
+                    raise type(err)(f"task {task.name}, algo {algo} matched to {diff}: {err}") from err
+                task_plans.append(dataclasses.replace(
+                    own[algo], settings=own[diff].settings + tuple(scoped), config=config,
+                    run_dir=run_dir(out, task, algo, matched=True), matched_to=diff))
+        scheduled = {(p.algo, p.matched_to is not None): schedule_of(p.config)["total_env_steps"]
+                     for p in task_plans}
         for diff, base in pairs_of(algos):
-            if scheduled[diff] != scheduled[base]:
-                raise ValueError(
-                    f"task {task.name}: unequal budgets: {diff} would run {scheduled[diff]:,d} "
-                    f"env steps per seed and {base} {scheduled[base]:,d} (their schedules of "
-                    f"the {total:,d}-step budget differ); a pair must run the same env steps, "
-                    f"so give settings that change the rollout (num_envs, unroll_length, "
-                    f"learning_starts, num_evals) to both algorithms of the pair")
+            for matched in (False, True):
+                if (base, matched) not in scheduled:
+                    continue
+                if scheduled[diff, False] != scheduled[base, matched]:
+                    what = f"{base} matched to {diff}" if matched else base
+                    raise ValueError(
+                        f"task {task.name}: unequal budgets: {diff} would run "
+                        f"{scheduled[diff, False]:,d} env steps per seed and {what} "
+                        f"{scheduled[base, matched]:,d} (their schedules of the {total:,d}-step "
+                        f"budget differ); a pair must run the same env steps, so give settings "
+                        f"that change the rollout (num_envs, unroll_length, learning_starts, "
+                        f"num_evals) to both algorithms of the pair")
         plans += task_plans
     return plans
 
@@ -409,7 +567,8 @@ def execute(plan: RunPlan, state: str, options: RunOptions, progress: str | bool
     RUN/failure.json and returned as status "failed", never raised. "stop_requested": a
     Ctrl-C / SIGTERM came during the run, also one too late to stop it (its last interval):
     the reproduction stops after it."""
-    record: dict[str, Any] = {"task": plan.task.name, "algo": plan.algo, "run_dir": str(plan.run_dir)}
+    record: dict[str, Any] = {"task": plan.task.name, "algo": plan.algo, "run_dir": str(plan.run_dir),
+                              "matched_to": plan.matched_to}
     if state in FINISHED:
         return dict(record, status=state, skipped=True)
     now = dir_state(plan.run_dir)
@@ -419,11 +578,16 @@ def execute(plan: RunPlan, state: str, options: RunOptions, progress: str | bool
                             f"as it is; do not run two reproductions on one run directory")
     if state in ("failed", "leftover"):
         record["set_aside"] = str(_set_aside(plan.run_dir))
+    settings, overrides = plan.settings, {}
+    if plan.matched_to is not None:  # no preset and settings give this config: pass it whole
+        settings = ()
+        overrides = {f.name: getattr(plan.config, f.name) for f in dataclasses.fields(plan.config)
+                     if f.name not in ("algo", "env", "backend", "total_env_steps")}
     try:
         summary = run_experiment(
             plan.algo, plan.task.env, plan.total_steps, plan.num_seeds, plan.seed, plan.run_dir,
             backend=plan.task.backend, progress=progress, preset=plan.task.preset,
-            settings=plan.settings, options=options, resume=state == "resumable")
+            settings=settings, options=options, resume=state == "resumable", **overrides)
     except Exception as err:  # noqa: BLE001 - one broken run must not end the reproduction
         failure = {"status": "failed", "error": f"{type(err).__name__}: {err}",
                    "traceback": traceback.format_exc(), "algo": plan.algo, "env": plan.task.env}
@@ -442,11 +606,12 @@ def run_plans(plans: Sequence[RunPlan], states: Mapping[Path, str], options: Run
     it (the last record's "stop_requested"), so --resume continues there."""
     records = []
     for i, plan in enumerate(plans):
-        log(f"[{i + 1}/{len(plans)}] {plan.task.name} {plan.algo}: {plan.num_seeds} seeds x "
-            f"{plan.total_steps:,d} env steps -> {plan.run_dir}")
+        matched = f" (matched to {plan.matched_to})" if plan.matched_to else ""
+        log(f"[{i + 1}/{len(plans)}] {plan.task.name} {plan.algo}{matched}: {plan.num_seeds} "
+            f"seeds x {plan.total_steps:,d} env steps -> {plan.run_dir}")
         record = execute(plan, states.get(plan.run_dir, "none"), options, progress)
         records.append(record)
-        log(f"[{i + 1}/{len(plans)}] {plan.task.name} {plan.algo}: {record['status']}"
+        log(f"[{i + 1}/{len(plans)}] {plan.task.name} {plan.algo}{matched}: {record['status']}"
             + (" (already finished, skipped)" if record.get("skipped") else "")
             + (f": {record['message']}" if record.get("message") else ""))
         if record["status"] == "interrupted":
@@ -555,17 +720,23 @@ def settings_differences(diff_config: Mapping[str, Any] | None, base_config: Map
                          exclude: Sequence[str] = METHOD_FIELDS) -> list[dict[str, Any]] | None:
     """The config fields (nested ones dotted, e.g. "diffusion.num_steps") in which a Diff
     run's resolved config (summary.json "config") differs from its Gaussian's, as
-    [{"field", "diff", "base"}] sorted by field, leaving out the fields in `exclude` (top-level
-    names; default `METHOD_FIELDS`, the ones that define the method). None when either config
-    is unknown. A field only one config has shows "<missing>" on the other side."""
+    [{"field", "diff", "base", "policy_kind"}] sorted by field, leaving out the fields in
+    `exclude` (top-level names; default `METHOD_FIELDS`, the ones that define the method).
+    policy_kind: the field is one that the policy kind alone may make differ
+    (`policy_kind_fields`: POLICY_KIND_FIELDS, or the discount fields where both discount
+    the same per environment step); in a matched pair every difference is one. None when
+    either config is unknown. A field only one config has shows "<missing>" on the other
+    side."""
     if not isinstance(diff_config, Mapping) or not isinstance(base_config, Mapping):
         return None
     keep = lambda config: {k: v for k, v in config.items() if k not in exclude}
+    kinds = policy_kind_fields(diff_config, base_config)
     out = []
     for line in config_differences(keep(diff_config), keep(base_config)):
         field = line.split(":", 1)[0]
         out.append({"field": field, "diff": _nested(diff_config, field),
-                    "base": _nested(base_config, field)})
+                    "base": _nested(base_config, field),
+                    "policy_kind": field.split(".", 1)[0] in kinds})
     return out
 
 
@@ -768,33 +939,68 @@ def _error_text(err: BaseException) -> str:
 
 def results_of(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, resamples: int = 2000,
                confidence: float = 0.95, bootstrap_seed: int = 0,
-               budgets: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """The analysis of the runs under out (read from their directories): per task
-    (`analyse_task`) and across tasks (`aggregate`). budgets: the planned env steps per task
-    name (None: each task's from its runs' summaries). The analysis of one task that raises
-    (a broken run directory) does not stop the others: that task is marked "error" (every
-    cell of it "analysis failed"), left out of the aggregate and listed, with the error and
-    traceback, in "analysis_errors"."""
+               budgets: Mapping[str, int] | None = None,
+               pairing: str = DEFAULT_PAIRING) -> dict[str, Any]:
+    """The analysis of one pairing's runs under out (read from their directories,
+    `run_dirs`): per task (`analyse_task`) and across tasks (`aggregate`), as {"pairing",
+    "tasks", "aggregate", "analysis_errors"}. budgets: the planned env steps per task name
+    (None: each task's from its runs' summaries). The analysis of one task that raises (a
+    broken run directory) does not stop the others: that task is marked "error" (every cell
+    of it "analysis failed"), left out of the aggregate and listed, with the error, traceback
+    and pairing, in "analysis_errors"."""
     _check_resamples(resamples)
     per_task, errors = [], []
     for task in tasks:
         budget = None if budgets is None else budgets.get(task.name)
         try:
-            runs = {a: load_run_result(run_dir(out, task, a)) for a in algos}
+            runs = {a: load_run_result(d) for a, d in run_dirs(out, task, algos, pairing).items()}
             per_task.append(analyse_task(task, algos, runs, resamples, confidence,
                                          bootstrap_seed, budget))
         except Exception as err:  # noqa: BLE001 - one broken task must not hide the others
-            errors.append({"task": task.name, "error": _error_text(err),
+            errors.append({"task": task.name, "pairing": pairing, "error": _error_text(err),
                            "traceback": traceback.format_exc()})
             per_task.append(_failed_analysis(task, algos, _error_text(err), budget))
     try:
         across = aggregate(tasks, algos, per_task, resamples, confidence, bootstrap_seed)
     except Exception as err:  # noqa: BLE001
-        errors.append({"task": "(across tasks)", "error": _error_text(err),
+        errors.append({"task": "(across tasks)", "pairing": pairing, "error": _error_text(err),
                        "traceback": traceback.format_exc()})
         across = {"tasks": [], "excluded": [], "normalisation": {}, "algos": {}, "pairs": [],
                   "error": _error_text(err)}
-    return {"tasks": per_task, "aggregate": across, "analysis_errors": errors}
+    return {"pairing": pairing, "tasks": per_task, "aggregate": across, "analysis_errors": errors}
+
+
+def pairings_in(tasks: Sequence[Task], algos: Sequence[str], out: str | Path) -> list[str]:
+    """The pairings (in `PAIRINGS` order) of which out holds a run: a Gaussian run
+    directory of the pairing (`run_dirs`) that is not empty (`dir_state`)."""
+    pairs = pairs_of(algos)
+    return [p for p in PAIRINGS
+            if any(dir_state(run_dirs(out, t, algos, p)[base]) != "none"
+                   for t in tasks for _, base in pairs)]
+
+
+def analyse(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
+            pairings: Sequence[str] = (DEFAULT_PAIRING,), resamples: int = 2000,
+            confidence: float = 0.95, bootstrap_seed: int = 0,
+            budgets: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The results of the given pairings and of every other one whose runs are in out
+    (`pairings_in`), in `PAIRINGS` order (matched first): the first's `results_of` at the
+    top level (its "pairing", "tasks", "aggregate": the verdicts), the second's (without its
+    errors) under "other_pairing" (None when there is none), "analysis_errors" of both.
+    Without a pair among algos the pairings coincide: only the first given is analysed."""
+    for p in pairings:
+        if p not in PAIRINGS:
+            raise ValueError(f"unknown pairing {p!r}; allowed: {', '.join(PAIRINGS)}")
+    shown = [p for p in PAIRINGS if p in pairings or p in pairings_in(tasks, algos, out)]
+    if not pairs_of(algos):
+        shown = list(pairings[:1])
+    tables = [results_of(tasks, algos, out, resamples, confidence, bootstrap_seed, budgets, p)
+              for p in shown]
+    results = dict(tables[0])
+    results["analysis_errors"] = [e for t in tables for e in t["analysis_errors"]]
+    results["other_pairing"] = ({k: tables[1][k] for k in ("pairing", "tasks", "aggregate")}
+                                if len(tables) > 1 else None)
+    return results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -810,17 +1016,20 @@ class Reproduction:
     run_options: RunOptions
     budgets: Mapping[str, int] | None  # None: aggregate-only (the runs' own budgets)
     options: Mapping[str, Any]  # the reproduction's options, as results.json records them
+    pairings: tuple[str, ...] = (DEFAULT_PAIRING,)  # run (and always analysed), matched first
 
 
 def prepare(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, *,
             num_seeds: int | None = None, seed: int = 0, steps_scale: float = 1.0,
             settings: Sequence[str] = (), resume: bool = False, aggregate_only: bool = False,
             bootstrap_resamples: int = 2000, confidence: float = 0.95, bootstrap_seed: int = 0,
-            options: RunOptions | None = None) -> Reproduction:
-    """Checks the options, plans every run (`plan_runs`) and checks its directory
-    (`check_run_dirs`); nothing compiles. ValueError / CheckpointError (ImportError for a
-    simulator that is not installed): the reproduction's arguments are wrong. aggregate_only:
-    no plans (the analysis reads whatever runs are in out)."""
+            options: RunOptions | None = None, pairing: str = DEFAULT_PAIRING) -> Reproduction:
+    """Checks the options, plans every run (`plan_runs`, with `pairing`: "matched",
+    "presets" or "both") and checks its directory (`check_run_dirs`); nothing compiles.
+    ValueError / CheckpointError (ImportError for a simulator that is not installed): the
+    reproduction's arguments are wrong. aggregate_only: no plans (the analysis reads
+    whatever runs are in out: the pairing's, and any other pairing's found there)."""
+    pairings = parse_pairing(pairing)
     if not tasks:
         raise ValueError("no tasks to run")
     if not algos:
@@ -831,16 +1040,16 @@ def prepare(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, *,
     run_options = (options or RunOptions(max_to_keep=1)).validate()
     plans, states, budgets = [], {}, None
     if not aggregate_only:
-        plans = plan_runs(tasks, algos, out, num_seeds, seed, steps_scale, settings)
+        plans = plan_runs(tasks, algos, out, num_seeds, seed, steps_scale, settings, pairing)
         states = check_run_dirs(plans, resume)
         budgets = {t.name: planned_budget(t, steps_scale) for t in tasks}
     record = {"tasks": [t.name for t in tasks], "algos": list(algos), "num_seeds": num_seeds,
               "seed": seed, "steps_scale": steps_scale, "settings": list(settings),
-              "resume": resume, "aggregate_only": aggregate_only,
+              "pairing": pairing, "resume": resume, "aggregate_only": aggregate_only,
               "bootstrap_resamples": bootstrap_resamples, "confidence": confidence,
               "bootstrap_seed": bootstrap_seed}
     return Reproduction(tuple(tasks), tuple(algos), Path(out), tuple(plans), states, run_options,
-                        budgets, record)
+                        budgets, record, pairings)
 
 
 def carry_out(prepared: Reproduction, *, progress: str | bool = "bar", command: str | None = None,
@@ -858,8 +1067,8 @@ def carry_out(prepared: Reproduction, *, progress: str | bool = "bar", command: 
         records = run_plans(plans, prepared.states, prepared.run_options, progress, log)
     interrupted = bool(records) and (records[-1]["status"] == "interrupted"
                                      or len(records) < len(plans))
-    results = results_of(tasks, algos, prepared.out, options["bootstrap_resamples"],
-                         options["confidence"], options["bootstrap_seed"], prepared.budgets)
+    results = analyse(tasks, algos, prepared.out, prepared.pairings, options["bootstrap_resamples"],
+                      options["confidence"], options["bootstrap_seed"], prepared.budgets)
     device = jax.devices()[0]
     results.update(
         command=command, date=datetime.datetime.now().isoformat(timespec="seconds"),
@@ -871,7 +1080,7 @@ def carry_out(prepared: Reproduction, *, progress: str | bool = "bar", command: 
         plans=[{"task": p.task.name, "algo": p.algo, "total_env_steps_requested": p.total_steps,
                 "total_env_steps_scheduled": schedule_of(p.config)["total_env_steps"],
                 "num_seeds": p.num_seeds, "seed": p.seed, "settings": list(p.settings),
-                "run_dir": str(p.run_dir)} for p in plans],
+                "matched_to": p.matched_to, "run_dir": str(p.run_dir)} for p in plans],
         runs=records, interrupted=interrupted,
         definitions={
             "eval_mode": EVAL_MODE,
@@ -897,10 +1106,24 @@ def carry_out(prepared: Reproduction, *, progress: str | bool = "bar", command: 
                           "only for runs of equal env steps",
             "verdict": "Diff wins if the difference's interval lies above 0, loses if below, "
                        "ties otherwise",
+            "pairing": "which Gaussian run a pair compares with its Diff run (the Diff run, "
+                       "OUT/<env>/<diff>, is the same in both). matched: the Gaussian runs the "
+                       "Diff's resolved config except the policy (its own gaussian sub-config), "
+                       f"the policy-kind fields ({', '.join(POLICY_KIND_FIELDS)}: its own) and, "
+                       "in discount_mode diffusion, the discount (and gae_lambda) as the same "
+                       "values per env step in env mode; target_entropy_multiplier is copied, "
+                       "each policy's target being its own prior entropy - m * A (0 for the "
+                       "Gaussian); runs in OUT/<env>/<gaussian>.matched. presets: every "
+                       "algorithm its own (algo, env) preset, in OUT/<env>/<algo>. The top-level "
+                       "tables are the first pairing shown (matched when its runs are there: "
+                       "the verdicts), other_pairing the second",
             "settings_differ": "per pair, the config fields (summary.json config) in which the "
-                               "Diff run differs from the Gaussian run, each algorithm having "
-                               f"its own (algo, env) preset; not compared: {', '.join(METHOD_FIELDS)} "
-                               "(the algorithm and its policy)",
+                               "Diff run differs from the Gaussian run; not compared: "
+                               f"{', '.join(METHOD_FIELDS)} (the algorithm and its policy). "
+                               "policy_kind: a field the policy kind alone may make differ "
+                               f"({', '.join(POLICY_KIND_FIELDS)}, and {', '.join(DISCOUNT_FIELDS)} "
+                               "where both runs discount the same per env step); in a matched "
+                               "pair every listed field is one",
             "aggregate": "pooled IQM over (task, seed) of normalised scores (return - low) / "
                          "(high - low), tasks with a score range where every algorithm has "
                          "usable runs and every pair equal budgets; strata: tasks",
@@ -918,10 +1141,10 @@ def reproduce(tasks: Sequence[Task], algos: Sequence[str], out: str | Path, *,
               bootstrap_resamples: int = 2000, confidence: float = 0.95,
               bootstrap_seed: int = 0, options: RunOptions | None = None,
               progress: str | bool = "bar", command: str | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, pairing: str = DEFAULT_PAIRING) -> dict[str, Any]:
     """`prepare` (ValueError / CheckpointError before anything compiles) and `carry_out`."""
     prepared = prepare(tasks, algos, out, num_seeds=num_seeds, seed=seed, steps_scale=steps_scale,
                        settings=settings, resume=resume, aggregate_only=aggregate_only,
                        bootstrap_resamples=bootstrap_resamples, confidence=confidence,
-                       bootstrap_seed=bootstrap_seed, options=options)
+                       bootstrap_seed=bootstrap_seed, options=options, pairing=pairing)
     return carry_out(prepared, progress=progress, command=command, log=log)

@@ -93,13 +93,37 @@ def _value(x: Any) -> str:
 
 
 def _settings_differ(pair: Mapping[str, Any]) -> str:
-    """"field Diff vs Gaussian, ..." of a pair's `settings_differ`, "none", or "unknown"."""
+    """"field Diff vs Gaussian, ..." of a pair's `settings_differ` (those the policy kind
+    explains after "; policy kind only: "), "none", or "unknown"."""
     differ = pair.get("settings_differ")
     if differ is None:
         return "unknown (no config of both runs)"
-    if not differ:
-        return "none"
-    return ", ".join(f"{d['field']} {_value(d['diff'])} vs {_value(d['base'])}" for d in differ)
+    show = lambda ds: ", ".join(f"{d['field']} {_value(d['diff'])} vs {_value(d['base'])}" for d in ds)
+    settings = [d for d in differ if not d.get("policy_kind")]
+    kinds = [d for d in differ if d.get("policy_kind")]
+    text = show(settings) if settings else "none"
+    return text + (f"; policy kind only: {show(kinds)}" if kinds else "")
+
+
+# What each pairing's tables compare (results "pairing"; results.json files written before
+# the pairings were introduced have none: their runs are per-algorithm presets).
+PAIRING_TITLES = {"matched": "Matched pairs", "presets": "Per-algorithm presets"}
+PAIRING_NOTES = {
+    "matched": ("Matched pairs: each Gaussian runs its Diff partner's settings besides the "
+                "policy (its own policy network; runs in `OUT/<env>/<gaussian>.matched`), so "
+                "a verdict is about the policy. Policy-kind fields are the Gaussian's own "
+                "(estimator, entropy_chains) or, in discount mode 'diffusion', the same "
+                "discount and GAE λ per env step. The target-entropy multiplier m is the Diff's: "
+                "each temperature aims at its own reference − m·A, H(prior) − m·A for the Diff "
+                "(on a lower bound of its pre-tanh entropy), −m·A for the Gaussian."),
+    "presets": ("Per-algorithm presets: every algorithm runs its own (algo, env) preset, so a "
+                "pair may differ in settings besides the policy (listed under the pair "
+                "table): each method with its own tuned settings."),
+}
+
+
+def _pairing(results: Mapping[str, Any]) -> str:
+    return results.get("pairing") or "presets"
 
 
 def _pair_cells(pair: Mapping[str, Any]) -> list[str]:
@@ -109,31 +133,11 @@ def _pair_cells(pair: Mapping[str, Any]) -> list[str]:
             format_interval(pair["auc"], signed=True), f"Diff {pair['auc']['verdict']}"]
 
 
-def markdown_tables(results: Mapping[str, Any]) -> str:
-    """results.md: final-return and AUC tables (raw returns, IQM over seeds [CI]), Diff -
-    Gaussian per task and pair, the normalised aggregate across tasks, and the runs (status,
-    env steps, seconds)."""
-    algos = results["options"]["algos"]
-    conf = f"{results['options']['confidence']:.0%}"
-    device = results.get("device", {})
-    lines = [
-        "# Diff vs Gaussian at equal environment-step budgets", "",
-        f"Command: `{results.get('command') or '(from Python)'}`  ",
-        f"Date {results.get('date')}, commit {results.get('git_commit') or 'unknown'}, device "
-        f"{device.get('kind')} ({device.get('platform')}), jax "
-        f"{results.get('versions', {}).get('jax')}.  ",
-        f"Cells: interquartile mean (IQM) over seeds [{conf} stratified-bootstrap percentile "
-        f"interval, {results['options']['bootstrap_resamples']} resamples]. Returns are "
-        f"stochastic-policy evaluation returns (summary.json final_eval_return). A verdict "
-        f"'Diff wins' means the interval of IQM(Diff) − IQM(Gaussian) lies above 0, 'loses' "
-        f"below, 'ties' otherwise.", "",
-    ]
+def _pairing_section(results: Mapping[str, Any], algos: Sequence[str], level: str) -> list[str]:
+    """One pairing's tables: final return, AUC, Diff − Gaussian per task with the settings
+    that differ, and the normalised aggregate; headings of `level` ("##" or "###")."""
+    lines = []
     tasks = results["tasks"]
-    errors = results.get("analysis_errors") or []
-    if errors:
-        lines += ["## Analysis errors", ""]
-        lines += [f"- {e['task']}: {e['error']}" for e in errors]
-        lines += ["", "These tasks' cells read 'analysis failed'; the other results stand.", ""]
     for metric, title, note in (
             ("final", "Final return (last evaluation, raw)", None),
             ("auc", "Area under the curve (mean return over training, raw)",
@@ -141,26 +145,25 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
              "the Gaussian run's evaluation steps within the span both cover; without a usable "
              "partner: its own evaluation steps), so it does not depend on the other "
              "algorithms; AUCs of different pairs cover nearly, not exactly, the same steps.")):
-        lines += [f"## {title}", ""]
+        lines += [f"{level} {title}", ""]
         if note:
             lines += [note, ""]
-        lines += _table(["task", "env steps", "seeds"] + algos,
+        lines += _table(["task", "env steps", "seeds"] + list(algos),
                         [[t["task"], _steps_run(t), _seeds(t)]
                          + [_cell(t["algos"][a], metric) for a in algos] for t in tasks])
         lines.append("")
     pair_rows = [[t["task"], f"{p['diff']} − {p['base']}"] + _pair_cells(p)
                  for t in tasks for p in t["pairs"]]
     if pair_rows:
-        lines += ["## Diff − Gaussian per task (raw returns)", ""]
+        lines += [f"{level} Diff − Gaussian per task (raw returns)", ""]
         lines += _table(["task", "pair", "Δ final IQM", "final", "Δ AUC IQM", "AUC"], pair_rows)
-        lines += ["", "Each algorithm runs its own (algo, env) preset. Settings that differ "
-                      "besides the policy (Diff vs Gaussian; the algorithm and its policy "
-                      "sub-config not compared):", ""]
+        lines += ["", "Settings that differ besides the policy (Diff vs Gaussian; the algorithm "
+                      "and its policy sub-config not compared):", ""]
         lines += [f"- {t['task']} {p['diff']} − {p['base']}: {_settings_differ(p)}"
                   for t in tasks for p in t["pairs"]]
         lines.append("")
     agg = results["aggregate"]
-    lines += ["## Across tasks (normalised: (return − low) / (high − low))", ""]
+    lines += [f"{level} Across tasks (normalised: (return − low) / (high − low))", ""]
     if agg.get("error"):
         lines.append(f"The aggregate failed: {agg['error']}.  ")
     elif agg["tasks"]:
@@ -181,17 +184,71 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
             lines += _table(["pair", "Δ final IQM", "final", "Δ AUC IQM", "AUC"],
                             [[f"{p['diff']} − {p['base']}"] + _pair_cells(p) for p in agg["pairs"]])
             lines.append("")
-    lines += ["## Runs", ""]
+    return lines
+
+
+def _run_rows(results: Mapping[str, Any], algos: Sequence[str], only_gaussians: bool) -> list[list[Any]]:
+    """The runs table's rows of one pairing (only_gaussians: just its paired Gaussians, whose
+    runs are its own; the Diff runs are shared), matched Gaussians labelled so."""
     rows = []
-    for t in tasks:
+    matched = _pairing(results) == "matched"
+    for t in results["tasks"]:
+        paired = {p["base"] for p in t["pairs"]}
         for a in algos:
+            if only_gaussians and a not in paired:
+                continue
             e = t["algos"][a]
-            rows.append([t["task"], a, e["status"], e.get("num_seeds", "-"),
+            label = f"{a} (matched)" if matched and a in paired else a
+            rows.append([t["task"], label, e["status"], e.get("num_seeds", "-"),
                          f"{e['total_env_steps']:,d}" if "total_env_steps" in e else "-",
                          format_number(e.get("compile_seconds")), format_number(e.get("train_seconds")),
                          format_number(e.get("env_steps_per_second"))])
+    return rows
+
+
+def markdown_tables(results: Mapping[str, Any]) -> str:
+    """results.md: final-return and AUC tables (raw returns, IQM over seeds [CI]), Diff -
+    Gaussian per task and pair, the normalised aggregate across tasks, first of the
+    verdicts' pairing (results "pairing", matched when its runs exist) and then, when the
+    results hold one, of the other pairing ("other_pairing", as a second table); then the
+    runs (status, env steps, seconds) of both."""
+    algos = results["options"]["algos"]
+    conf = f"{results['options']['confidence']:.0%}"
+    device = results.get("device", {})
+    lines = [
+        "# Diff vs Gaussian at equal environment-step budgets", "",
+        f"Command: `{results.get('command') or '(from Python)'}`  ",
+        f"Date {results.get('date')}, commit {results.get('git_commit') or 'unknown'}, device "
+        f"{device.get('kind')} ({device.get('platform')}), jax "
+        f"{results.get('versions', {}).get('jax')}.  ",
+        f"Cells: interquartile mean (IQM) over seeds [{conf} stratified-bootstrap percentile "
+        f"interval, {results['options']['bootstrap_resamples']} resamples]. Returns are "
+        f"stochastic-policy evaluation returns (summary.json final_eval_return). A verdict "
+        f"'Diff wins' means the interval of IQM(Diff) − IQM(Gaussian) lies above 0, 'loses' "
+        f"below, 'ties' otherwise.", "",
+    ]
+    other = results.get("other_pairing")
+    first = _pairing(results)
+    lines += [f"Verdicts: {PAIRING_NOTES[first]}"
+              + (f" A second table below: {PAIRING_TITLES[_pairing(other)].lower()}."
+                 if other else ""), ""]
+    errors = results.get("analysis_errors") or []
+    if errors:
+        lines += ["## Analysis errors", ""]
+        lines += [f"- {e['task']}" + (f" ({e['pairing']})" if other and e.get("pairing") else "")
+                  + f": {e['error']}" for e in errors]
+        lines += ["", "These tasks' cells read 'analysis failed'; the other results stand.", ""]
+    lines += _pairing_section(results, algos, "##")
+    if other:
+        name = _pairing(other)
+        lines += [f"## Second table: {PAIRING_TITLES[name].lower()}", "", PAIRING_NOTES[name],
+                  "The Diff runs are the same as above.", ""]
+        lines += _pairing_section(other, algos, "###")
+    lines += ["## Runs", ""]
+    rows = _run_rows(results, algos, False) + (_run_rows(other, algos, True) if other else [])
     lines += _table(["task", "algo", "status", "seeds", "env steps", "compile s", "train s",
                      "env steps/s (all seeds)"], rows)
+    tasks = results["tasks"]
     lines += ["", "Seconds and steps/s are those of each run's last session (summary.json).  ",
               "Budgets (env steps per seed each algorithm was asked for; the env steps column is "
               "what its schedule ran): " + "; ".join(
@@ -319,12 +376,17 @@ def write_results(results: Mapping[str, Any], out: str | Path, dpi: int = 110) -
     plots = out / PLOTS_DIR
     plots.mkdir(exist_ok=True)
     figures = []
-    for task in results["tasks"]:
-        path = plots / _file_name(task["task"])
-        learning_curves_figure(task, results["options"]["algos"]).savefig(path, format="png", dpi=dpi)
+    tables = [(results, "")]
+    if results.get("other_pairing"):  # the second table's figures: "<name>_<pairing>.png"
+        other = results["other_pairing"]
+        tables.append((dict(other, options=results["options"]), f"_{_pairing(other)}"))
+    for table, suffix in tables:
+        for task in table["tasks"]:
+            path = plots / _file_name(task["task"] + suffix)
+            learning_curves_figure(task, results["options"]["algos"]).savefig(path, format="png", dpi=dpi)
+            figures.append(path)
+        path = plots / INTERVALS_FILE.replace(".png", f"{suffix}.png")
+        interval_figure(table).savefig(path, format="png", dpi=dpi)
         figures.append(path)
-    path = plots / INTERVALS_FILE
-    interval_figure(results).savefig(path, format="png", dpi=dpi)
-    figures.append(path)
     return {"json": out / RESULTS_JSON, "markdown_path": out / RESULTS_MD, "markdown": markdown,
             "figures": figures}

@@ -1,9 +1,11 @@
-"""Diff vs Gaussian at equal environment-step budgets, many seeds per run, on a named task list.
+r"""Diff vs Gaussian at equal environment-step budgets, many seeds per run, on a named task list.
 
     python experiments/reproduce.py --tasks cpu --out runs/reproduce_cpu
     python experiments/reproduce.py --tasks brax/inverted_pendulum --algos sac,diffsac \
         --num-seeds 5 --out runs/repro_pendulum
     python experiments/reproduce.py --tasks gpu --out runs/reproduce_gpu    # paper scale
+    python experiments/reproduce.py --tasks brax/inverted_pendulum --pairing both \
+        --num-seeds 5 --out runs/repro_pendulum    # matched verdicts and the presets table
 
 --tasks is a list of diffrl_jax/reproduction.py's TASK_LISTS ("cpu": brax inverted_pendulum
 and reacher, playground CartpoleSwingup and PendulumSwingup; "gpu": the paper's 11 DM
@@ -25,8 +27,18 @@ the off-policy learning_starts), e.g. 0.05 for a smoke run; --set FIELD=VALUE ov
 config field of every run, --set ALGO:FIELD=VALUE of one algorithm's runs.
 
 Both algorithms of a pair run the same env steps (settings under which their schedules
-differ are refused) and the same seeds; each runs its own (algo, env) preset, and the config
-fields in which a pair's runs differ besides the policy are listed under its table.
+differ are refused) and the same seeds. --pairing chooses what the Gaussian of a pair runs
+besides its policy: "matched" (default; the verdicts) its Diff partner's settings (its own
+policy network, the policy-kind fields estimator and entropy_chains, and in discount mode
+"diffusion" the same discount per env step; the Diff's target-entropy multiplier on its own
+estimate, which has no prior entropy: diffrl_jax/reproduction.py says why), written to
+OUT/<env>/<gaussian>.matched/; "presets" its own (algo, env) preset, in OUT/<env>/<algo>/ (as
+reproductions before --pairing); "both" runs both. The Diff runs are the same in both. The
+report shows the tables of every pairing whose runs are in OUT, matched first, the other as a
+second table; under each pair table the config fields in which the pair's runs differ
+besides the policy (in matched pairs: none, or only policy-kind fields, marked so). --resume
+of a reproduction made before --pairing: its runs are the "presets" ones (give --pairing
+presets to continue exactly it; the default adds the matched Gaussians beside them).
 
 Then, from the run directories (--aggregate-only: only this): per task and algorithm the
 final return and the area under the curve (mean return over the env steps common to the
@@ -50,10 +62,22 @@ import shlex
 import sys
 
 from diffrl_jax.checkpoints import CheckpointError
+from diffrl_jax.cli import filter_known_warnings
 from diffrl_jax.experiment import RunOptions, enable_compilation_cache
-from diffrl_jax.reproduction import TASK_LISTS, carry_out, parse_algos, prepare, resolve_tasks
+from diffrl_jax.reproduction import (
+    DEFAULT_PAIRING,
+    PAIRINGS,
+    TASK_LISTS,
+    carry_out,
+    parse_algos,
+    prepare,
+    resolve_tasks,
+)
 from diffrl_jax.reproduction_report import write_results
 from diffrl_jax.run_logs import PROGRESS_MODES
+from diffrl_jax.validation import require_writable_dir
+
+filter_known_warnings()  # third-party noise (diffrl_jax.cli)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", action="append", default=[],
                    metavar="[ALGO:]FIELD=VALUE", help="config override for every run, or for "
                    "one algorithm's runs (repeatable)")
+    p.add_argument("--pairing", default=DEFAULT_PAIRING, choices=PAIRINGS + ("both",),
+                   help="what a pair's Gaussian runs besides its policy: matched (default, the "
+                   "verdicts): its Diff partner's settings; presets: its own preset; both")
     p.add_argument("--resume", action="store_true",
                    help="continue a reproduction in OUT: skip finished runs, resume interrupted ones")
     p.add_argument("--aggregate-only", action="store_true",
@@ -96,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
         if args.seed < 0 or args.bootstrap_seed < 0:
             raise ValueError("--seed and --bootstrap-seed must be >= 0")
+        require_writable_dir("--out", args.out)
         tasks = resolve_tasks(args.tasks)
         algos = parse_algos(args.algos)
         options = RunOptions(checkpoint_every=args.checkpoint_every, max_to_keep=1,
@@ -104,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             tasks, algos, args.out, num_seeds=args.num_seeds, seed=args.seed,
             steps_scale=args.steps_scale, settings=args.settings, resume=args.resume,
             aggregate_only=args.aggregate_only, bootstrap_resamples=args.bootstrap_resamples,
-            bootstrap_seed=args.bootstrap_seed, options=options)
+            bootstrap_seed=args.bootstrap_seed, options=options, pairing=args.pairing)
     except (ValueError, CheckpointError, ImportError) as err:  # ImportError: mujoco_playground
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -84,7 +84,8 @@ def test_parse_algos_and_pairs():
 def test_plan_runs_equal_budgets_scoped_settings_and_scaled_prefill(tmp_path):
     task = rp.resolve_tasks("brax/inverted_pendulum")[0]
     plans = rp.plan_runs([task], ["sac", "diffsac", "ppo"], tmp_path, num_seeds=3, seed=4,
-                         steps_scale=0.5, settings=["actor_lr=2e-3", "sac:critic_lr=5e-4"])
+                         steps_scale=0.5, settings=["actor_lr=2e-3", "sac:critic_lr=5e-4"],
+                         pairing="presets")
     assert {p.total_steps for p in plans} == {20_480}
     assert all(p.config.total_env_steps == 20_480 and p.config.num_evals == 8 for p in plans)
     by = {p.algo: p for p in plans}
@@ -117,6 +118,190 @@ def test_plan_runs_refuses_unequal_budgets_within_a_pair(tmp_path):
     # the same setting for both algorithms of the pair, or for an unpaired one, is fine
     rp.plan_runs([task], ["ppo", "diffppo"], tmp_path, settings=["unroll_length=20"])
     rp.plan_runs([task], ["ppo", "sac"], tmp_path, settings=["ppo:unroll_length=24"])
+
+
+# ---- pairings: matched Gaussians ----------------------------------------------------------------
+
+def _fake_run_experiment(algo, env, total_steps, num_seeds, seed, out, *, backend, progress,
+                         preset, settings, options, resume, **overrides):
+    """run_experiment's config resolution (make_config of exactly the arguments execute
+    passes) and a summary.json with that config, without training."""
+    config = experiment.make_config(algo, env, backend, total_steps, preset, settings, **overrides)
+    root = Path(out).parents[env.count("/") + 1]  # out is root/<env>/<name>
+    path = write_run(root, env, Path(out).name, [1.0] * num_seeds)
+    summary = json.loads(path.read_text())
+    summary.update(config=experiment.config_to_dict(config), seed=seed)
+    path.write_text(json.dumps(summary))
+    return {"status": "completed", "message": None, "train_seconds": 1.0, "compile_seconds": 1.0}
+
+
+def test_matched_pairs_differ_only_in_policy_kind_fields_on_the_cpu_list(tmp_path, monkeypatch):
+    # every task of the CPU list, all three pairs, both pairings; the runs' configs are what
+    # run_experiment resolves from the arguments execute passes (make_config), as
+    # summary.json records them
+    tasks = rp.TASK_LISTS["cpu"]
+    plans = rp.plan_runs(tasks, rp.DEFAULT_ALGOS, tmp_path, num_seeds=2, pairing="both")
+    assert len(plans) == len(tasks) * 9  # six algorithms and three matched Gaussians per task
+    monkeypatch.setattr(rp, "run_experiment", _fake_run_experiment)
+    records = rp.run_plans(plans, {}, rp.RunOptions(), "none", log=lambda line: None)
+    assert {r["status"] for r in records} == {"completed"}
+    for plan in plans:  # each run's config is its plan's (no preset and settings lost)
+        summary = json.loads((plan.run_dir / "summary.json").read_text())
+        assert summary["config"] == experiment.config_to_dict(plan.config), plan.run_dir
+    matched = rp.results_of(tasks, rp.DEFAULT_ALGOS, tmp_path, resamples=20, pairing="matched")
+    presets = rp.results_of(tasks, rp.DEFAULT_ALGOS, tmp_path, resamples=20, pairing="presets")
+    for m, p in zip(matched["tasks"], presets["tasks"]):
+        assert [(x["diff"], x["base"]) for x in m["pairs"]] == list(rp.PAIRS)
+        for pair in m["pairs"]:
+            assert pair["settings_differ"] is not None
+            assert all(d["policy_kind"] for d in pair["settings_differ"]), (m["task"], pair)
+        # not vacuous: with per-algorithm presets the off-policy pairs differ in settings
+        for pair in p["pairs"][:2]:
+            assert any(not d["policy_kind"] for d in pair["settings_differ"]), (p["task"], pair)
+    pendulum = {x["diff"]: x for x in presets["tasks"][0]["pairs"]}
+    assert {d["field"] for d in pendulum["diffsac"]["settings_differ"]} >= {
+        "critic_layer_norm", "max_grad_norm", "tau", "target_entropy_multiplier"}
+    assert matched["tasks"][0]["pairs"][0]["settings_differ"] == []
+
+
+def test_matched_config_by_hand():
+    env = "brax/inverted_pendulum"
+    own = experiment.make_config("sac", env, settings=["gaussian.hidden_sizes=(8,)"])
+    diff = experiment.make_config("diffsac", env, settings=[
+        "entropy_chains=32", "estimator=full_chain", "tau=0.2", "target_entropy_multiplier=3.5"])
+    m = rp.matched_config(diff, own)
+    assert (m.algo, m.gaussian, m.diffusion) == ("sac", own.gaussian, own.diffusion)
+    assert (m.entropy_chains, m.estimator) == (None, "per_step")  # the Gaussian's own
+    assert (m.tau, m.target_entropy_multiplier, m.updates_per_step, m.critic_layer_norm) == (
+        0.2, 3.5, diff.updates_per_step, True)  # copied as they are
+    differ = rp.settings_differences(experiment.config_to_dict(diff), experiment.config_to_dict(m))
+    assert [(d["field"], d["policy_kind"]) for d in differ] == [
+        ("entropy_chains", True), ("estimator", True)]
+    # discount_mode "diffusion": gamma_d = 0.999 and lambda = 0.98 per augmented step of K = 8
+    # are 0.999^8 and 0.98^8 per environment step
+    for algo, base in (("diffppo", "ppo"), ("diffsac", "sac")):
+        diff = experiment.make_config(algo, env, settings=[
+            "discount_mode=diffusion", "discount=0.999", "diffusion.num_steps=8"]
+            + (["gae_lambda=0.98"] if base == "ppo" else []))
+        m = rp.matched_config(diff, experiment.make_config(base, env))
+        assert m.discount_mode == "env"
+        assert m.discount == pytest.approx(0.992027944069944, rel=1e-14)  # 0.999 ** 8
+        if base == "ppo":
+            assert m.gae_lambda == pytest.approx(0.8507630225817855, rel=1e-14)  # 0.98 ** 8
+        differ = rp.settings_differences(experiment.config_to_dict(diff),
+                                         experiment.config_to_dict(m))
+        assert {d["field"] for d in differ} == {"discount_mode", "discount"} | (
+            {"gae_lambda"} if base == "ppo" else set())
+        assert all(d["policy_kind"] for d in differ)
+        # the same fields with another discount per env step are a setting, not the policy kind
+        other = experiment.config_to_dict(m.replace(discount=0.99))
+        differ = rp.settings_differences(experiment.config_to_dict(diff), other)
+        assert not any(d["policy_kind"] for d in differ if d["field"] in rp.DISCOUNT_FIELDS)
+    with pytest.raises(ValueError, match="cannot match ppo to diffsac"):
+        rp.matched_config(experiment.make_config("diffsac", env), experiment.make_config("ppo", env))
+
+
+def test_matched_plans_take_their_own_scoped_settings_and_keep_equal_budgets(tmp_path):
+    task = rp.resolve_tasks("brax/inverted_pendulum")[0]
+    plans = rp.plan_runs([task], ["sac", "diffsac"], tmp_path, steps_scale=0.5, settings=[
+        "actor_lr=2e-3", "sac:critic_lr=5e-4", "diffsac:tau=0.1", "sac:gaussian.hidden_sizes=(8,)"])
+    assert [(p.algo, p.matched_to) for p in plans] == [("sac", "diffsac"), ("diffsac", None)]
+    sac, diffsac = plans
+    assert sac.run_dir == tmp_path / "brax/inverted_pendulum/sac.matched"
+    assert diffsac.run_dir == tmp_path / "brax/inverted_pendulum/diffsac"
+    assert sac.config.tau == 0.1 and sac.config.actor_lr == 2e-3  # diffsac's, scoped or not
+    assert sac.config.critic_lr == 5e-4 and diffsac.config.critic_lr == 1e-3  # its own scoped
+    assert sac.config.gaussian.hidden_sizes == (8,)
+    assert sac.config.learning_starts == diffsac.config.learning_starts == 1000
+    with pytest.raises(ValueError, match=r"unequal budgets: diffsac would run .* and sac matched "
+                                         r"to diffsac"):
+        rp.plan_runs([task], ["sac", "diffsac"], tmp_path, settings=["sac:num_envs=32"])
+    with pytest.raises(ValueError, match="--pairing must be one of matched, presets, both"):
+        rp.plan_runs([task], ["sac", "diffsac"], tmp_path, pairing="fair")
+    # an unpaired Gaussian runs its own preset in every pairing
+    alone = rp.plan_runs([task], ["sac", "diffppo"], tmp_path, pairing="matched")
+    assert [(p.algo, p.matched_to, p.run_dir.name) for p in alone] == [
+        ("sac", None, "sac"), ("diffppo", None, "diffppo")]
+
+
+def test_matched_runs_never_mix_with_a_reproduction_planned_per_preset(tmp_path, monkeypatch):
+    task = rp.resolve_tasks("brax/inverted_pendulum")[0]
+    algos = ["sac", "diffsac"]
+    monkeypatch.setattr(rp, "run_experiment", _fake_run_experiment)
+    # a reproduction from before the pairings: OUT/<env>/sac and OUT/<env>/diffsac, per preset
+    old = rp.prepare([task], algos, tmp_path, num_seeds=2, pairing="presets")
+    rp.run_plans(old.plans, old.states, rp.RunOptions(), "none", log=lambda line: None)
+    # its resume per preset continues exactly it: the same directories, the same configs
+    again = rp.prepare([task], algos, tmp_path, num_seeds=2, pairing="presets", resume=True)
+    assert again.states == {p.run_dir: "completed" for p in old.plans}
+    # the matched default plans sac into its own directory: the old one is not touched
+    matched = rp.prepare([task], algos, tmp_path, num_seeds=2, resume=True)
+    assert [p.run_dir.name for p in matched.plans] == ["sac.matched", "diffsac"]
+    assert matched.states[tmp_path / task.env / "sac.matched"] == "none"
+    before = (tmp_path / task.env / "sac/summary.json").read_text()
+    records = rp.run_plans(matched.plans, matched.states, rp.RunOptions(), "none", lambda line: None)
+    assert [(r["algo"], r["matched_to"], r["status"], r.get("skipped")) for r in records] == [
+        ("sac", "diffsac", "completed", False), ("diffsac", None, "completed", True)]
+    assert (tmp_path / task.env / "sac/summary.json").read_text() == before
+    # a matched run where a per-preset run is expected (e.g. directories renamed by hand) is
+    # refused on resume, not continued or skipped
+    shutil.rmtree(tmp_path / task.env / "sac")
+    shutil.copytree(tmp_path / task.env / "sac.matched", tmp_path / task.env / "sac")
+    with pytest.raises(rp.CheckpointError, match=r"sac holds a run made with other settings.*tau"):
+        rp.prepare([task], algos, tmp_path, num_seeds=2, pairing="presets", resume=True)
+    with pytest.raises(rp.CheckpointError, match="already holds a run"):  # without --resume
+        rp.prepare([task], algos, tmp_path, num_seeds=2, pairing="matched")
+
+
+def test_the_report_shows_both_pairings_when_both_exist(tmp_path, capsys):
+    MATCHED = [95.0, 96.0, 97.0, 98.0, 99.0]  # IQM 97 against diffsac's 92: -5
+    out = tmp_path / "runs"
+    write_run(out, "toy/a", "diffsac", WIN[0])
+    write_run(out, "toy/a", "sac", WIN[1])             # per preset: diffsac wins
+    write_run(out, "toy/a", "sac.matched", MATCHED)    # matched: diffsac loses
+    task = rp.Task("toy/a", 8000, 5, (0.0, 100.0))
+    res = rp.analyse([task], ["sac", "diffsac"], out, ("matched",), resamples=200)
+    assert res["pairing"] == "matched" and res["other_pairing"]["pairing"] == "presets"
+    assert res["tasks"][0]["pairs"][0]["final"]["verdict"] == "loses"
+    assert res["tasks"][0]["algos"]["sac"]["final_per_seed"] == MATCHED
+    assert res["other_pairing"]["tasks"][0]["pairs"][0]["final"]["verdict"] == "wins"
+    # asked for presets only: still both, matched first (the verdicts)
+    assert rp.analyse([task], ["sac", "diffsac"], out, ("presets",), resamples=200)["tasks"] == res["tasks"]
+    # without the matched runs: only the pairing asked for and those found
+    shutil.rmtree(out / "toy/a/sac.matched")
+    alone = rp.analyse([task], ["sac", "diffsac"], out, ("presets",), resamples=200)
+    assert alone["pairing"] == "presets" and alone["other_pairing"] is None
+    asked = rp.analyse([task], ["sac", "diffsac"], out, ("matched",), resamples=200)
+    assert asked["pairing"] == "matched" and asked["tasks"][0]["algos"]["sac"]["status"] == "missing"
+    assert asked["other_pairing"]["pairing"] == "presets"
+    write_run(out, "toy/a", "sac.matched", MATCHED)
+    rp.TASK_LISTS["synthetic"] = (task,)
+    try:
+        code = cli.main(["--tasks", "synthetic", "--algos", "sac,diffsac", "--out", str(out),
+                         "--aggregate-only", "--bootstrap-resamples", "200"])
+    finally:
+        del rp.TASK_LISTS["synthetic"]
+    assert code == 0
+    md = (out / "results.md").read_text()
+    assert md.index("Verdicts: Matched pairs") < md.index("| toy/a | diffsac − sac | -5 [")
+    second = md.index("## Second table: per-algorithm presets")
+    assert md.index("| toy/a | diffsac − sac | -5 [") < second < md.index("| toy/a | diffsac − sac | +80 [")
+    assert "### Diff − Gaussian per task (raw returns)" in md[second:]
+    assert "| toy/a | sac (matched) | completed |" in md and "| toy/a | sac | completed |" in md
+    for name in ("learning_curves_toy_a.png", "learning_curves_toy_a_presets.png",
+                 "iqm_intervals.png", "iqm_intervals_presets.png"):
+        assert (out / "plots" / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["options"]["pairing"] == "matched" and saved["other_pairing"]["pairing"] == "presets"
+    assert saved["definitions"]["pairing"].startswith("which Gaussian run a pair compares")
+    # a pair listing: only policy-kind differences are marked as such
+    pair = {"settings_differ": [
+        {"field": "tau", "diff": 0.05, "base": 0.005, "policy_kind": False},
+        {"field": "estimator", "diff": "full_chain", "base": "per_step", "policy_kind": True}]}
+    from diffrl_jax.reproduction_report import _settings_differ
+    assert _settings_differ(pair) == "tau 0.05 vs 0.005; policy kind only: estimator full_chain vs per_step"
+    assert _settings_differ({"settings_differ": pair["settings_differ"][1:]}) == (
+        "none; policy kind only: estimator full_chain vs per_step")
 
 
 # ---- CLI errors: exit 2 before anything compiles --------------------------------------------
@@ -157,6 +342,11 @@ def test_cli_errors(tmp_path, capsys, extra, message):
 # ---- aggregation on synthetic runs ------------------------------------------------------------
 
 OFF_STEPS, ON_STEPS = [2000, 4000, 6000, 8000], [2048, 4096, 6144, 8192]
+
+
+def presets_results(*args, **kwargs):
+    """rp.results_of of the "presets" pairing: write_run's directories are OUT/<env>/<algo>."""
+    return rp.results_of(*args, pairing="presets", **kwargs)
 
 
 def write_run(out, env, algo, final, steps=None, status="completed", curve=None, config=None):
@@ -211,7 +401,7 @@ def synthetic(tmp_path):
 
 def test_aggregation_verdicts_and_exclusions(tmp_path):
     out, tasks = synthetic(tmp_path)
-    res = rp.results_of(tasks, ALGOS6, out, resamples=500)
+    res = presets_results(tasks, ALGOS6, out, resamples=500)
     a = res["tasks"][0]
     # each pair's own grid: the union of its two runs' eval steps inside the span both cover
     assert [p["grid"] for p in a["pairs"]] == [OFF_STEPS, OFF_STEPS, ON_STEPS]
@@ -250,7 +440,7 @@ def test_auc_on_the_pair_grid_by_hand_and_unequal_budgets(tmp_path):
     rising = np.array(OFF_STEPS, float) / 100  # r(s) = s / 100 on 2000..8000
     write_run(out, "toy/a", "diffsac", rising[-1:].repeat(2), curve=[rising, 2 * rising])
     write_run(out, "toy/a", "sac", [5.0, 5.0], steps=[1000, 3000, 8192])  # 8,192 env steps
-    res = rp.results_of([rp.Task("toy/a", 8192, 2, None)], ["sac", "diffsac"], out, resamples=50)
+    res = presets_results([rp.Task("toy/a", 8192, 2, None)], ["sac", "diffsac"], out, resamples=50)
     task = res["tasks"][0]
     assert task["algos"]["diffsac"]["auc_grid"] == [2000, 3000, 4000, 6000, 8000]
     assert task["algos"]["sac"]["auc_grid"] == [2000, 3000, 4000, 6000, 8000]
@@ -267,7 +457,7 @@ def test_auc_on_the_pair_grid_by_hand_and_unequal_budgets(tmp_path):
                                             "bootstrap_resamples": 50}))
     assert "| toy/a | diffsac − sac | - | n/a (unequal budgets: 8000 vs 8192 env steps) |" in md
     # a ranged task with unequal budgets stays out of the aggregate
-    ranged = rp.results_of([rp.Task("toy/a", 8192, 2, (0.0, 100.0))], ["sac", "diffsac"], out,
+    ranged = presets_results([rp.Task("toy/a", 8192, 2, (0.0, 100.0))], ["sac", "diffsac"], out,
                            resamples=50)["aggregate"]
     assert ranged["tasks"] == [] and ranged["excluded"] == [
         {"task": "toy/a", "reason": "diffsac − sac unequal budgets: 8000 vs 8192 env steps"}]
@@ -282,7 +472,7 @@ def test_nonfinite_and_interrupted_runs_are_reported_not_scored(tmp_path):
     summary_path.write_text(json.dumps(summary))
     write_run(out, "toy/a", "diffsac", [1.0, 2.0], status="interrupted")
     assert rp.load_run_result(out / "toy/a/sac")["status"] == "non-finite"
-    res = rp.results_of([rp.Task("toy/a", 8000, 2, (0.0, 1.0))], ["sac", "diffsac"], out, resamples=50)
+    res = presets_results([rp.Task("toy/a", 8000, 2, (0.0, 1.0))], ["sac", "diffsac"], out, resamples=50)
     entry = res["tasks"][0]["algos"]
     assert not entry["sac"]["usable"] and not entry["diffsac"]["usable"]
     assert "auc_grid" not in entry["sac"] and "grid" not in res["tasks"][0]["pairs"][0]
@@ -304,7 +494,7 @@ def test_nonfinite_deterministic_returns_are_not_scored_and_results_json_is_stri
     run = rp.load_run_result(out / "toy/a/sac")
     assert (run["status"], run["usable"]) == ("non-finite", False)
     assert "deterministic" in run["message"]
-    res = rp.results_of([rp.Task("toy/a", 8000, 2, (0.0, 10.0))], ["sac", "diffsac"], out, resamples=50)
+    res = presets_results([rp.Task("toy/a", 8000, 2, (0.0, 10.0))], ["sac", "diffsac"], out, resamples=50)
     assert res["tasks"][0]["pairs"][0]["unavailable"] == "sac non-finite"
     # results.json is strict JSON: any NaN left in the results (here planted) is null
     res.update(options={"algos": ["sac", "diffsac"], "confidence": 0.95, "bootstrap_resamples": 50},
@@ -356,18 +546,19 @@ def test_settings_that_differ_besides_the_policy(tmp_path):
     write_run(out, "toy/a", "diffppo", TIE[0], config=dict(base, algo="diffppo", total_env_steps=8192))
     write_run(out, "toy/a", "ppo", TIE[1], config=dict(base, algo="ppo", total_env_steps=8192))
     write_run(out, "toy/a", "diffwpo", LOSE[0], config=dict(base, algo="diffwpo", extra=1))
-    res = rp.results_of([rp.Task("toy/a", 8192, 5, None)], ALGOS6, out, resamples=50)
+    res = presets_results([rp.Task("toy/a", 8192, 5, None)], ALGOS6, out, resamples=50)
     pairs = {p["diff"]: p for p in res["tasks"][0]["pairs"]}
     # algo and the policy sub-configs (diffusion, gaussian) define the method: not listed
     assert pairs["diffsac"]["settings_differ"] == [
-        {"field": "critic_hidden", "diff": [128], "base": [256, 256]},
-        {"field": "tau", "diff": 0.05, "base": 0.005},
-        {"field": "updates_per_step", "diff": 16, "base": 8}]
+        {"field": "critic_hidden", "diff": [128], "base": [256, 256], "policy_kind": False},
+        {"field": "tau", "diff": 0.05, "base": 0.005, "policy_kind": False},
+        {"field": "updates_per_step", "diff": 16, "base": 8, "policy_kind": False}]
     assert pairs["diffppo"]["settings_differ"] == []
     assert pairs["diffwpo"]["settings_differ"] is None  # wpo has no run
     assert rp.settings_differences({"a": 1, "n": {"x": 1}}, {"n": {"x": 2, "y": 3}}) == [
-        {"field": "a", "diff": 1, "base": "<missing>"},
-        {"field": "n.x", "diff": 1, "base": 2}, {"field": "n.y", "diff": "<missing>", "base": 3}]
+        {"field": "a", "diff": 1, "base": "<missing>", "policy_kind": False},
+        {"field": "n.x", "diff": 1, "base": 2, "policy_kind": False},
+        {"field": "n.y", "diff": "<missing>", "base": 3, "policy_kind": False}]
     md = markdown_tables(dict(res, options={"algos": ALGOS6, "confidence": 0.95,
                                             "bootstrap_resamples": 50}))
     table_end = md.index("Settings that differ besides the policy")
@@ -379,17 +570,17 @@ def test_settings_that_differ_besides_the_policy(tmp_path):
     # the budget in aggregate-only mode: what the runs were asked for, where they agree
     assert (res["tasks"][0]["budget"], res["tasks"][0]["budget_source"]) == (
         None, "the runs disagree: config.total_env_steps 8000, 8192")
-    planned = rp.results_of([rp.Task("toy/a", 8192, 5, None)], ALGOS6, out, resamples=50,
+    planned = presets_results([rp.Task("toy/a", 8192, 5, None)], ALGOS6, out, resamples=50,
                             budgets={"toy/a": 4096})["tasks"][0]
     assert (planned["budget"], planned["task_budget"]) == (4096, 8192)
-    only = rp.results_of([rp.Task("toy/a", 99, 5, None)], ["sac", "diffsac"], out, resamples=50)
+    only = presets_results([rp.Task("toy/a", 99, 5, None)], ["sac", "diffsac"], out, resamples=50)
     assert (only["tasks"][0]["budget"], only["tasks"][0]["task_budget"]) == (8000, 99)
 
 
 def test_bootstrap_streams_do_not_depend_on_the_other_tasks(tmp_path):
     out, tasks = synthetic(tmp_path)
-    alone = rp.results_of(tasks[:1], ["sac", "diffsac"], out, resamples=300)["tasks"][0]
-    among = rp.results_of(tasks, ALGOS6, out, resamples=300)["tasks"][0]
+    alone = presets_results(tasks[:1], ["sac", "diffsac"], out, resamples=300)["tasks"][0]
+    among = presets_results(tasks, ALGOS6, out, resamples=300)["tasks"][0]
     assert alone["algos"]["sac"]["final"] == among["algos"]["sac"]["final"]
     assert alone["pairs"][0]["final"] == among["pairs"][0]["final"]
     assert alone["pairs"][0]["auc"] == among["pairs"][0]["auc"]
@@ -406,7 +597,7 @@ def test_a_pairs_auc_does_not_depend_on_the_other_pairs_runs(tmp_path):
     keys = ("auc_per_seed", "auc", "auc_grid", "grid_returns_per_seed")
 
     def sac_pair(algos):
-        res = rp.results_of([task], algos, out, resamples=200)
+        res = presets_results([task], algos, out, resamples=200)
         t = res["tasks"][0]
         return ({a: {k: t["algos"][a][k] for k in keys} for a in ("sac", "diffsac")},
                 t["pairs"][0], res["aggregate"]["algos"]["sac"]["auc"])
@@ -419,7 +610,7 @@ def test_a_pairs_auc_does_not_depend_on_the_other_pairs_runs(tmp_path):
     with_pair = sac_pair(["sac", "diffsac", "ppo", "diffppo"])
     assert alone == with_ppo == with_pair
     # ppo's AUC: its pair's grid, or without a usable partner its own evaluation steps
-    res = rp.results_of([task], ["sac", "ppo"], out, resamples=50)["tasks"][0]["algos"]["ppo"]
+    res = presets_results([task], ["sac", "ppo"], out, resamples=50)["tasks"][0]["algos"]["ppo"]
     assert (res["auc_grid"], res["auc_grid_of"]) == (ON_STEPS, "own evaluation steps")
 
 
@@ -495,7 +686,7 @@ def test_an_analysis_error_of_one_task_is_reported_and_the_rest_written(tmp_path
     rp.TASK_LISTS["synthetic"] = _analysis_list(out)
     try:
         code = cli.main(["--tasks", "synthetic", "--algos", "sac,diffsac", "--out", str(out),
-                         "--aggregate-only", "--bootstrap-resamples", "100"])
+                         "--aggregate-only", "--bootstrap-resamples", "100", "--pairing", "presets"])
     finally:
         del rp.TASK_LISTS["synthetic"]
     captured = capsys.readouterr()
@@ -525,6 +716,8 @@ TINY = ("num_evals=2", "num_eval_envs=16", "diffusion.num_steps=2", "diffusion.h
 SMOKE_TASK = rp.Task("toy/bandit", 1024, 2, (0.0, 1.0), settings=TINY)
 SMOKE_ARGS = ["--tasks", "smoke", "--algos", "sac,diffsac", "--bootstrap-resamples", "300",
               "--progress", "none", "--no-compile-cache"]
+# the default pairing, "matched": sac runs diffsac's settings, in its own directory
+SMOKE_DIRS = {"sac": "sac.matched", "diffsac": "diffsac"}
 
 
 @contextlib.contextmanager
@@ -604,7 +797,7 @@ def test_smoke_a_ctrl_c_in_a_runs_last_interval_stops_before_the_next_run(smoke_
         ("sac", "completed", True)]  # diffsac was not started
     sac, diffsac = (results["tasks"][0]["algos"][a] for a in ("sac", "diffsac"))
     assert sac["usable"] and diffsac["status"] == "missing"
-    summary = json.loads((out / "toy/bandit/sac/summary.json").read_text())
+    summary = json.loads((out / "toy/bandit/sac.matched/summary.json").read_text())
     assert summary["status"] == "completed" and summary["stop_requested"] is True
     assert "not starting the next run; continue with --resume" in stdout
     if threading.current_thread() is threading.main_thread():  # the SIGINT handler ran
@@ -615,8 +808,9 @@ def test_smoke_a_ctrl_c_in_a_runs_last_interval_stops_before_the_next_run(smoke_
 def test_smoke_writes_runs_results_and_plots(smoke):
     code, stdout, out = smoke
     assert code == 0
+    assert not (out / "toy/bandit/sac").exists()  # no per-preset sac run in the matched pairing
     for algo in ("sac", "diffsac"):
-        run = out / "toy/bandit" / algo
+        run = out / "toy/bandit" / SMOKE_DIRS[algo]
         assert (run / "summary.json").exists() and (run / "learning_curve.png").exists()
         assert (run / "checkpoints").is_dir()
         assert json.loads((run / "summary.json").read_text())["status"] == "completed"
@@ -639,8 +833,13 @@ def test_smoke_tables_equal_the_runs_summaries(smoke):
     results = json.loads((out / "results.json").read_text())
     markdown = (out / "results.md").read_text()
     task = results["tasks"][0]
-    summaries = {a: json.loads((out / "toy/bandit" / a / "summary.json").read_text())
+    summaries = {a: json.loads((out / "toy/bandit" / SMOKE_DIRS[a] / "summary.json").read_text())
                  for a in ("sac", "diffsac")}
+    # matched: the runs' own configs differ in no setting besides the policy
+    assert results["pairing"] == "matched" and results["other_pairing"] is None
+    assert task["pairs"][0]["settings_differ"] == []
+    assert summaries["sac"]["config"]["tau"] == 0.05  # diffsac's preset (sac's own: 0.005)
+    assert summaries["sac"]["config"]["gaussian"]["hidden_sizes"] == [16]  # its own policy
     curves = {a: (np.array([p["env_steps"] for p in s["eval_curve"]], float),
                   np.array([p["return_per_seed"] for p in s["eval_curve"]]).T)
               for a, s in summaries.items()}
