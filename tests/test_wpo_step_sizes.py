@@ -148,3 +148,26 @@ def test_noising_leaves_mark_what_q_depends_on(name):
     mask = transform.policy.noising_leaves(params)
     assert mask[name] is True
     assert not any(jax.tree.leaves(mask["control"]))
+
+
+def test_fixed_step_sizes_get_no_gradient_and_no_free_energy_term():
+    """learn_step_sizes=False: dt keeps its initial schedule (zero gradient, from the loss
+    and the KL alike) and, with nothing else the noising kernel depends on, the loss is the
+    surrogate plus the KL alone."""
+    config = DiffusionPolicyConfig(num_steps=K, prior_std=SIGMA, dt0=0.3, friction=FRICTION,
+                                   learn_step_sizes=False)
+    policy = make_diffusion_policy(A, A, config, control_network=LinearControl())
+    transform = make_diffusion_loss(policy)
+    params = policy.init(jax.random.PRNGKey(0))
+    _, _, state, _ = setup(samples_per_state=8)
+    moved = jax.tree.map(lambda x: x + 0.1, params)  # a target policy away from params
+
+    def loss(p):
+        return wpo_actor_loss(p, moved, state, jax.random.PRNGKey(1), jnp.float32(ALPHA),
+                              jnp.float32(1.0), None, quadratic_critic, transform)
+
+    grads, metrics = jax.grad(loss, has_aux=True)(params)
+    assert "free_energy" not in metrics
+    np.testing.assert_array_equal(grads["dt"], 0.0)
+    assert abs(float(grads["control"]["params"]["w"])) > 1e-4
+    assert transform.policy.noising_leaves(params)["dt"] is False
