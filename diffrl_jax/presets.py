@@ -141,6 +141,9 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         actor_lr=3e-3, diffusion=PPO_BANDIT_DIFFUSION, **_PPO_BANDIT,
     ),
 }
+# toy/three_peaks (the bandit with a third, middle peak at a = 0): the toy/bandit presets.
+PRESETS.update({(algo, "toy/three_peaks"): dict(PRESETS[(algo, "toy/bandit")])
+                for algo in ("sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo")})
 
 
 # CPU-scale settings for MuJoCo Playground's DM Control tasks (1000-step episodes, rewards in

@@ -224,6 +224,27 @@ def test_toy_rewards_have_equal_peaks_at_plus_minus_half():
     assert peaks_of("toy/double_well") == (-0.5, 0.5) and peaks_of("brax/ant") == ()
 
 
+def test_three_peaks_bandit_has_equal_maxima_at_three_peaks():
+    from diffrl_jax.envs.toy import three_peak_reward
+
+    grid = np.linspace(-1.0, 1.0, 2001)  # step 0.001
+    r = np.asarray(three_peak_reward(jnp.asarray(grid)))
+    hand = sum(np.exp(-0.5 * ((grid - c) / 0.1) ** 2) for c in (-0.7, 0.0, 0.7))
+    np.testing.assert_allclose(r, hand, atol=1e-6)
+    maxima = [i for i in range(1, 2000) if r[i] > r[i - 1] and r[i] >= r[i + 1]]
+    np.testing.assert_allclose(grid[maxima], [-0.7, 0.0, 0.7], atol=1e-3)
+    np.testing.assert_allclose(r[maxima], [1.0, 1.0, 1.0], atol=1e-6)  # equal heights
+    assert float(three_peak_reward(jnp.array(0.35))) < 0.01  # valleys between the modes
+    assert TOY_PEAKS["toy/three_peaks"] == peaks_of("toy/three_peaks") == (-0.7, 0.0, 0.7)
+    env = make_env("toy/three_peaks")
+    assert (env.obs_dim, env.action_dim, env.episode_length) == (1, 1, 1)
+    state = env.reset(jax.random.PRNGKey(0), 4)
+    np.testing.assert_array_equal(state.obs, np.ones((4, 1)))
+    _, out = jax.jit(env.step)(state, jnp.array([[-0.7], [0.0], [0.7], [0.35]]))
+    np.testing.assert_allclose(out.reward, [1.0, 1.0, 1.0, 2 * np.exp(-0.5 * 3.5**2)], atol=1e-5)
+    np.testing.assert_array_equal(out.terminated, np.ones(4))
+
+
 def test_mode_fractions():
     actions = jnp.array([[-0.9], [-0.4], [-0.1], [0.3], [0.6], [1.0], [0.51], [-0.5]])
     np.testing.assert_allclose(mode_fractions(actions, (-0.5, 0.5)), [0.5, 0.5])
@@ -362,7 +383,8 @@ def test_list_envs_names_every_brax_env_and_the_toys():
     names = list_envs()
     for env_name in ("inverted_pendulum", "ant", "halfcheetah", "hopper", "reacher"):
         assert f"brax/{env_name}" in names
-    assert {f"brax/{n}" for n in brax_env_names()} | {"toy/bandit", "toy/double_well"} | set(
+    assert {f"brax/{n}" for n in brax_env_names()} | {
+        "toy/bandit", "toy/double_well", "toy/three_peaks"} | set(
         playground_env_names()  # playground/<Task>: tests/test_playground.py
     ) == set(names)
     assert set(BRAX_BACKENDS) == {"mjx", "spring", "positional", "generalized"}

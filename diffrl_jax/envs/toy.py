@@ -1,11 +1,16 @@
-"""Toy environments with two equally good actions, for checking that policies stay multimodal.
+"""Toy environments with several equally good actions, for checking that policies stay
+multimodal.
 
-Both have a 1-D action a in [-1, 1] and reward maxima of value 1 at a = -0.5 and a = +0.5
-(`TOY_SPECS[name].peaks`), so "mode fractions" (the share of actions nearest each peak)
-measure whether a policy keeps both modes.
+All have a 1-D action a in [-1, 1] and equal reward maxima of value 1 at the actions
+`TOY_SPECS[name].peaks` (a = -0.5 and +0.5, or -0.7, 0 and +0.7 for toy/three_peaks), so "mode
+fractions" (the share of actions nearest each peak) measure whether a policy keeps every mode.
 
 - toy/bandit: every step is a whole episode (terminated). obs = [1.0]; reward = two
   Gaussian bumps exp(-(a -+ 0.5)^2 / (2 * 0.1^2)).
+- toy/three_peaks: the bandit with three bumps of the same width 0.1, at a = -0.7, 0, +0.7.
+  Equal in action space, but not in the policies' pre-squash x = atanh(a): there the outer
+  bumps are 1 / (1 - 0.7^2) ~ 1.96 times as wide as the middle one (see
+  benchmarks/multimodality.py for what that does to the diffusion policies).
 - toy/double_well: the turning double well. A heading angle h (uniform at reset) turns by
   a * 90 degrees per step; reward = 1 - ((turn / 45 deg)^2 - 1)^2 = 1 - 16 (a^2 - 1/4)^2,
   a quartic well with equal maxima 1 at turns of -45 and +45 degrees and 0 at a = 0;
@@ -24,6 +29,7 @@ from diffrl_jax.envs.base import EnvCore
 from diffrl_jax.types import Array, PRNGKey
 
 BUMP_WIDTH = 0.1
+THREE_PEAKS = (-0.7, 0.0, 0.7)
 
 
 class ToySpec(NamedTuple):
@@ -49,6 +55,13 @@ def bandit_reward(action: Array) -> Array:
     return bump(-0.5) + bump(0.5)
 
 
+def three_peak_reward(action: Array) -> Array:
+    """[...] -> [...]: three Gaussian bumps of width BUMP_WIDTH at a = -0.7, 0, +0.7 (maxima
+    1 + 2 exp(-24.5) ~ 1 at each: the neighbouring bumps add < 5e-11)."""
+    bump = lambda c: jnp.exp(-0.5 * ((action - c) / BUMP_WIDTH) ** 2)
+    return sum(bump(c) for c in THREE_PEAKS)
+
+
 def double_well_reward(action: Array) -> Array:
     """[...] -> [...]: 1 - 16 (a^2 - 1/4)^2, maxima 1 at a = +-0.5, 0 at a = 0."""
     return 1.0 - 16.0 * (action**2 - 0.25) ** 2
@@ -58,8 +71,10 @@ def _always_finite(state: ToyState) -> Array:
     return jnp.isfinite(state.heading)
 
 
-def make_bandit_core(episode_length: int = 1) -> EnvCore:
-    """The one-step bandit; every step terminates, so episode_length never binds."""
+def make_bandit_core(episode_length: int = 1,
+                     reward_fn: Callable[[Array], Array] = bandit_reward) -> EnvCore:
+    """The one-step bandit with reward reward_fn(a) (a scalar action -> []); every step
+    terminates, so episode_length never binds."""
     del episode_length
 
     def reset(key: PRNGKey):
@@ -68,9 +83,14 @@ def make_bandit_core(episode_length: int = 1) -> EnvCore:
 
     def step(state: ToyState, action: Array):
         next_state = state.replace(t=state.t + 1)
-        return next_state, jnp.ones(1), bandit_reward(action[0]), jnp.asarray(True)
+        return next_state, jnp.ones(1), reward_fn(action[0]), jnp.asarray(True)
 
     return EnvCore(1, 1, reset, step, _always_finite)
+
+
+def make_three_peaks_core(episode_length: int = 1) -> EnvCore:
+    """The one-step bandit with three equal peaks (`three_peak_reward`)."""
+    return make_bandit_core(episode_length, three_peak_reward)
 
 
 def make_double_well_core(episode_length: int = 10) -> EnvCore:
@@ -99,6 +119,8 @@ TOY_SPECS: dict[str, ToySpec] = {
     "toy/double_well": ToySpec(
         peaks=(-0.5, 0.5), episode_length=10, make_core=make_double_well_core
     ),
+    "toy/three_peaks": ToySpec(peaks=THREE_PEAKS, episode_length=1,
+                               make_core=make_three_peaks_core),
 }
 TOY_PEAKS: dict[str, tuple[float, ...]] = {name: s.peaks for name, s in TOY_SPECS.items()}
 
