@@ -1,7 +1,7 @@
 """Multimodality: do the policies keep both reward modes of the toy environments, and how far
 is each learned action distribution from the Boltzmann target exp(R / alpha) / Z?
 
-    python benchmarks/multimodality.py [--envs toy/bandit toy/double_well]
+    python benchmarks/multimodality.py [--envs toy/bandit toy/double_well [toy/three_peaks]]
         [--algos sac diffsac wpo diffwpo ppo diffppo] [--seeds 4] [--seed 0]
         [--samples 4096] [--bins 50] [--probe-states 4] [--set FIELD=VALUE ...]
         [--out-dir DIR] [--out multimodality.json] [--quick]
@@ -27,6 +27,58 @@ gap between the peaks), and per algorithm the temperature target or coefficient;
 uses the full-chain estimator (`estimator="full_chain"`), because with the per-step one no
 variant tried formed two separate modes. `--set FIELD=VALUE` adds overrides to every run
 (e.g. `--set total_env_steps=50000`).
+
+toy/three_peaks (`--envs toy/three_peaks`; not in the default list): the bandit with three
+equal bumps of width 0.1 at a = -0.7, 0, +0.7, run with the toy/bandit presets. The diffusion
+policies keep the outer peaks and drop the middle one (issue 19.7). What was found:
+- tanh compression and the last step's noise (`aimed_reward`, `noise_limited_optimum`). Every
+  action is tanh(mean + s z): a last denoising mean plus noise of std s = sqrt(2 eta_{K-1})
+  in pre-squash x (0.36 at the presets' dt0 0.06 before training). A bump 0.1 wide in a is
+  0.1 wide in x at a = 0 but 0.1 / (1 - 0.7^2) ~ 0.2 wide at a = +-0.7, so a last step aimed
+  at the middle peak expects less reward: best aim middle / outer 0.49 / 0.75 at s = 0.18,
+  0.42 / 0.62 at 0.26, 0.44 / 0.52 at 0.36 (there the middle aim also reaches the outer
+  bumps), 0.78 / 0.93 at 0.08; -> 1 / 1 as s -> 0. The two-peak bandit's peaks are mirror
+  images: no asymmetry. The best MaxEnt policy under that noise (E[R] + alpha H maximised
+  over the distribution of last-step means) gives the middle peak, at alpha = 0.1 with H in
+  action space (DiffPPO's squash_log_det) / in x: 0.30 / 0.18 at s = 0.05, 0.19 at 0.08,
+  0.11 at 0.115, 0.065 / 0.033 at 0.18, 0.053 at 0.26, 0.088 / 0.065 at 0.36 (there only
+  the outer modes' noise leaking below |a| = 0.35: no mean is aimed at the middle); at
+  alpha = 0.02 at most 0.07 for s <= 0.36. With two peaks: 0.497-0.5 everywhere; without
+  the tanh (three bumps equally wide in x) 0.32 at s = 0.18: the asymmetry is the squash's.
+- x-space entropy (no squash_log_det, DiffSAC and DiffWPO): even noise-free, exp(R / alpha)
+  in x weighs each peak by its x-width: middle share -> 0.20 (1 / (1 + 2 x 1.96)) instead of
+  1/3. Lowers the middle share, but cannot by itself take it to a few per cent.
+- small temperatures: the middle share goes roughly as exp(-(reward gap) / alpha), so small
+  alphas (DiffSAC's learned ~0.07, DiffWPO's ~0.02 on the bandit) amplify the gap.
+- what the noise-limited optimum does not explain: with the learned step sizes s shrinks
+  during training, and where it ends the optimum keeps the middle peak, yet the policies
+  do not. DiffPPO with the preset (3 seeds, 98k steps): middle share 0.004-0.009 (0.05-0.08 in
+  the evaluations after 24k steps, from 0.29 under the prior), outer 0.48-0.51, return
+  0.87, final s 0.074-0.084, where the optimum gives the middle 0.18-0.21. Starting with
+  the small noise (dt0 0.003: s = 0.081 at the start, 0.063-0.070 at the end) did not help:
+  0.001-0.006 (already 0-0.016 after 24k steps), optimum 0.22-0.25. The middle mode is worth
+  little to the objective: the best policy with no mean aimed at |a| < 0.35 scores only 0.021
+  (s = 0.08) or 0.028 (s = 0.065) below the three-mode optimum at alpha = 0.1 (nothing at
+  s = 0.36), a third of what dropping one of the two-peak bandit's modes costs (alpha log 2 =
+  0.069).
+- the entropy estimate (the likely cause): what holds a third, lower-reward mode at the
+  optimum is the mixing entropy H(w) of the mode shares, and H_hat (spec section 3's lower
+  bound, which the soft reward uses) hardly sees it. At the preset's end (k-NN entropy of
+  8192 fresh actions per seed, shares w, H = sum_i w_i H_i + H(w) for separated modes):
+  true H -0.70 / -0.82 / -0.72 = within-mode -1.42 / -1.53 / -1.47 + H(w) 0.73 / 0.72 /
+  0.74, while H_hat was -1.28 / -1.37 / -1.32: it saw 0.06-0.15 of the 0.72 nats (dt0 0.003:
+  0.07-0.11 of 0.72). Without H(w) the objective is linear in the shares, and per unit of
+  mass the middle mode scores E + alpha (H_i + E[log(1 - tanh^2)]) = 0.78 + 0.1 (-1.11 - 0.01)
+  = 0.67 against the outer ones' 0.93 + 0.1 (-1.11 - 0.69) = 0.75 (s = 0.08, each aimed at
+  its best mean): its optimal share is 0. The two-peak bandit's modes tie, so there the
+  split costs nothing either way and stays near 50/50.
+- the temperature: DiffPPO with c = 0.2 (else the preset): middle 0.08-0.11 nearest-peak but
+  only 0.02-0.03 within 0.1 of a = 0 (as much as in the valleys: no middle mode, mass spread
+  between the outer ones), still falling at the end (0.15-0.20 after 24k steps), return 0.71;
+  the optimum at its s (0.09-0.10) would give 0.27-0.29. A higher coefficient slows the loss
+  but does not make a middle mode.
+The table's "NL min" column is the noise-limited optimum's smaller share at each run's final s
+and temperature (the optimum with the exact entropy, so an upper reference, not a prediction).
 
 Metrics, per seed and probe state, over the first action dimension (the toys have one):
   mode fractions     the share of sampled actions nearest each reward peak (-0.5, +0.5;
@@ -127,7 +179,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffrl_jax.envs import peaks_of
-from diffrl_jax.envs.toy import bandit_reward, double_well_reward
+from diffrl_jax.envs.toy import bandit_reward, double_well_reward, three_peak_reward
 from diffrl_jax.checkpoint_eval import load_run
 from diffrl_jax.experiment import RunOptions, make_config, run_experiment
 from diffrl_jax.plots import ACTION_RANGE, action_histogram_figure, toy_probe_states
@@ -139,6 +191,7 @@ from diffrl_jax.training.collection import policy_obs
 # ---- definitions ------------------------------------------------------------------------
 
 DEFAULT_ENVS = ("toy/bandit", "toy/double_well")
+ENVS = DEFAULT_ENVS + ("toy/three_peaks",)  # what --envs accepts
 DEFAULT_ALGOS = ("sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo")
 DEFAULT_SEEDS = 4
 DEFAULT_SAMPLES = 4096
@@ -161,6 +214,7 @@ HISTOGRAM_FILE = "multimodality_histograms.png"
 REWARD_OF_ACTION: dict[str, Callable[[Any], Any]] = {
     "toy/bandit": bandit_reward,
     "toy/double_well": double_well_reward,
+    "toy/three_peaks": three_peak_reward,
 }
 
 
@@ -318,6 +372,88 @@ def verdict(smallest_fractions: Any, dips: Any, threshold: float = MODE_THRESHOL
     return "both modes" if float(np.mean(dip_flags)) >= dip_share else "no dip"
 
 
+# ---- the noise-limited optimum (why the three-peak toy's middle mode starves) ---------------
+
+def aimed_reward(reward_fn: Callable[[Any], Any], mean_x: float, noise_std: float,
+                 squash: Callable[[Any], Any] = np.tanh, nodes: int = 201) -> float:
+    """E[R(squash(mean_x + noise_std z))], z ~ N(0, 1): the expected reward of a last
+    denoising step aimed at pre-squash mean_x (Gauss-Hermite quadrature with `nodes` nodes)."""
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)
+    return float(np.sum(w / w.sum() * np.asarray(reward_fn(squash(mean_x + noise_std * z)))))
+
+
+def _noise_limited_setup(reward_fn: Callable[[Any], Any], noise_std: float,
+                         action_space_entropy: bool, x_max: float, grid: int,
+                         squash: Callable[[Any], Any]) -> tuple[np.ndarray, float, np.ndarray,
+                                                                np.ndarray, np.ndarray]:
+    """(x [grid], dx, kernel [grid, grid]: column i the N(x_i, noise_std^2) masses on the grid,
+    rewards R(squash(x)) [grid], log-det [grid]: log(1 - tanh^2 x), or 0 in x space)."""
+    x = np.linspace(-x_max, x_max, grid)
+    kernel = np.exp(-0.5 * ((x[:, None] - x[None, :]) / noise_std) ** 2)  # [out j, mean i]
+    kernel /= kernel.sum(axis=0, keepdims=True)
+    rewards = np.asarray(reward_fn(squash(x)), dtype=np.float64)
+    log_det = np.log1p(-np.tanh(x) ** 2) if action_space_entropy else np.zeros_like(x)
+    return x, x[1] - x[0], kernel, rewards, log_det
+
+
+def noise_limited_objective(weights: Any, reward_fn: Callable[[Any], Any], noise_std: float,
+                            alpha: float, action_space_entropy: bool = True, x_max: float = 3.2,
+                            grid: int = 321, squash: Callable[[Any], Any] = np.tanh) -> float:
+    """E_pi[R(squash(x))] + alpha H(pi) for the pre-squash density pi = sum_i weights_i
+    N(x_i, noise_std^2) (x_i: `grid` points on [-x_max, x_max]; each Gaussian discretised on
+    the grid, pi as grid masses): a policy whose last denoising step adds noise of std
+    noise_std to a mean drawn with probabilities `weights`. H: the entropy in action space
+    (H in x plus E[log(1 - tanh^2 x)], as with squash_log_det) when action_space_entropy,
+    else in pre-squash x (on the bounded grid)."""
+    _, dx, kernel, rewards, log_det = _noise_limited_setup(
+        reward_fn, noise_std, action_space_entropy, x_max, grid, squash)
+    pi = kernel @ (np.asarray(weights, dtype=np.float64) / np.sum(weights))
+    mask = pi > 0
+    entropy = -np.sum(pi[mask] * np.log(pi[mask] / dx)) + pi @ log_det
+    return float(pi @ rewards + alpha * entropy)
+
+
+def noise_limited_optimum(reward_fn: Callable[[Any], Any], peaks: Sequence[float],
+                          noise_std: float, alpha: float, action_space_entropy: bool = True,
+                          x_max: float = 3.2, grid: int = 321, iters: int = 2000,
+                          squash: Callable[[Any], Any] = np.tanh) -> tuple[np.ndarray, np.ndarray]:
+    """The best MaxEnt policy whose last step adds N(0, noise_std^2) noise in pre-squash x:
+    the weights maximising `noise_limited_objective` (a concave problem; Blahut-Arimoto-style
+    multiplicative updates w_i <- w_i exp(dF/dw_i / alpha), normalised, from uniform).
+    -> (mode fractions [P]: the optimum's probability mass nearest each peak in action space,
+    weights [grid])."""
+    x, dx, kernel, rewards, log_det = _noise_limited_setup(
+        reward_fn, noise_std, action_space_entropy, x_max, grid, squash)
+    log_w = np.full(grid, -math.log(grid))
+    for _ in range(iters):
+        pi = kernel @ np.exp(log_w)
+        grad = kernel.T @ (rewards / alpha - np.log(np.maximum(pi, 1e-300) / dx) + log_det)
+        log_w = log_w + grad
+        log_w -= np.max(log_w)
+        log_w -= np.log(np.sum(np.exp(log_w)))
+    weights = np.exp(log_w)
+    pi = kernel @ weights
+    nearest = np.argmin(np.abs(squash(x)[:, None] - np.asarray(peaks)[None, :]), axis=1)
+    return np.bincount(nearest, weights=pi, minlength=len(peaks)), weights
+
+
+def final_step_noise_std(config: Any, state: Any) -> np.ndarray | None:
+    """[seeds]: sqrt(2 eta_{K-1}), the std of the last denoising step's noise in pre-squash x
+    (first action dimension) at the end of training, eta = softplus(dt) / friction from the
+    seeds' parameters (step sizes and friction may be learned); None without a diffusion
+    policy."""
+    params = state.policy_params
+    if not isinstance(params, dict) or "dt" not in params:
+        return None
+    dt = np.logaddexp(0.0, np.asarray(params["dt"], dtype=np.float64))[:, -1]  # softplus
+    dt = dt.reshape(dt.shape[0], -1)[:, 0]
+    if "friction" in params:
+        friction = np.logaddexp(0.0, np.asarray(params["friction"], dtype=np.float64)).ravel()
+    else:
+        friction = np.float64(config.diffusion.friction)
+    return np.sqrt(2.0 * dt / friction)
+
+
 # ---- run settings ---------------------------------------------------------------------------
 
 _DW_GAUSSIAN = GaussianPolicyConfig(hidden_sizes=(64, 64))
@@ -391,12 +527,13 @@ DOUBLE_WELL_SETTINGS: dict[str, dict[str, Any]] = {
 
 def benchmark_overrides(algo: str, env: str) -> dict[str, Any]:
     """The keyword overrides of the benchmark's run of algo on env (on top of the (algo, env)
-    preset): none for toy/bandit (its presets), DOUBLE_WELL_SETTINGS for toy/double_well."""
+    preset): none for toy/bandit and toy/three_peaks (their presets), DOUBLE_WELL_SETTINGS
+    for toy/double_well."""
     if env == "toy/double_well":
         return dict(DOUBLE_WELL_SETTINGS[algo])
-    if env == "toy/bandit":
+    if env in ("toy/bandit", "toy/three_peaks"):
         return {}
-    raise ValueError(f"the multimodality benchmark covers {list(DEFAULT_ENVS)}, got {env!r}")
+    raise ValueError(f"the multimodality benchmark covers {list(ENVS)}, got {env!r}")
 
 
 def _is_off_policy(config: Any) -> bool:
@@ -564,6 +701,27 @@ def summarise(per_seed: list[dict[str, Any]], returns: Sequence[float],
     }
 
 
+def add_noise_limited_optimum(per_seed: list[dict[str, Any]], config: Any, state: Any,
+                              alphas: np.ndarray, env: str) -> None:
+    """Adds to each seed of a diffusion run its final "final_step_noise_std" and the mode
+    fractions of `noise_limited_optimum` at that noise, its final temperature and its entropy
+    space (action space with squash_log_det, else pre-squash x):
+    "noise_limited_mode_fractions" (None without a positive temperature)."""
+    noise = final_step_noise_std(config, state)
+    if noise is None:
+        return
+    reward_fn = REWARD_OF_ACTION[env]
+    for seed, std, alpha in zip(per_seed, noise, alphas):
+        seed["final_step_noise_std"] = float(std)
+        fractions = None
+        if math.isfinite(float(alpha)) and alpha > 0:
+            fractions, _ = noise_limited_optimum(lambda a: np.asarray(reward_fn(a)), peaks_of(env),
+                                                 float(std), float(alpha),
+                                                 bool(config.diffusion.squash_log_det))
+        seed["noise_limited_mode_fractions"] = (None if fractions is None
+                                                else [float(f) for f in fractions])
+
+
 def plot_histograms(actions: np.ndarray, per_seed: list[dict[str, Any]], labels: Sequence[str],
                     env: str, algo: str, bins: int, path: Path) -> Path:
     """One panel per (seed, state): the sampled actions' histogram (`plots.
@@ -629,8 +787,12 @@ def benchmark_one(env: str, algo: str, args: argparse.Namespace, run_dir: Path) 
     for seed, ret, ent in zip(per_seed, summary["final_eval_return"], entropies):
         seed["final_eval_return"] = _finite_or_none(ret)
         seed["entropy_hat"] = ent
+    add_noise_limited_optimum(per_seed, run.config, run.state, alphas, env)
     row["per_seed"] = per_seed
     row.update(summarise(per_seed, summary["final_eval_return"], entropies))
+    row["noise_limited_min_mean"] = _mean_or_none(
+        [min(s["noise_limited_mode_fractions"]) if s.get("noise_limited_mode_fractions")
+         else None for s in per_seed])
     row["histogram_png"] = str(plot_histograms(actions, per_seed, labels, env, algo, args.bins,
                                                run_dir / HISTOGRAM_FILE))
     row["analysis_seconds"] = time.perf_counter() - t0
@@ -648,7 +810,7 @@ def print_table(result: dict[str, Any]) -> None:
           f"and state, {result['bins']} bins, {result['device']}, jax {result['jax_version']}")
     print(f"{'env':<16} {'algo':<8} {'seeds':>5} {'mode min':>8} {'mode max':>8} "
           f"{'near min':>8} {'valley':>6} {'dips':>5} {'KL':>7} "
-          f"{'H_hat':>7} {'H_hist':>7} {'alpha':>8} {'return':>8}  verdict")
+          f"{'H_hat':>7} {'H_hist':>7} {'alpha':>8} {'return':>8} {'NL min':>6}  verdict")
     for row in result["rows"]:
         print(f"{row['env']:<16} {row['algo']:<8} {row['num_seeds']:>5} "
               f"{_fmt(row.get('mode_fraction_min_mean'), '.3f'):>8} "
@@ -660,7 +822,8 @@ def print_table(result: dict[str, Any]) -> None:
               f"{_fmt(row.get('entropy_hat_mean'), '.3f'):>7} "
               f"{_fmt(row.get('histogram_entropy_mean'), '.3f'):>7} "
               f"{_fmt(row.get('alpha_mean'), '.3g'):>8} "
-              f"{_fmt(row.get('return_mean'), '.3f'):>8}  "
+              f"{_fmt(row.get('return_mean'), '.3f'):>8} "
+              f"{_fmt(row.get('noise_limited_min_mean'), '.3f'):>6}  "
               f"{row.get('verdict') or row.get('error')}")
     print(f"mode min / max: mean over seeds and probe states of the smaller / larger share of "
           f"actions nearest a peak. near min: the same mean of the smaller share within "
@@ -670,14 +833,16 @@ def print_table(result: dict[str, Any]) -> None:
           f"min < {MODE_THRESHOLD}, else 'both modes' if dips >= {DIP_SHARE}, else 'no dip'. KL: "
           f"KL(action histogram || Boltzmann target exp(R/alpha)/Z on the bins) in nats. "
           f"H_hat: the run's final entropy estimate; H_hist: the histogram's differential "
-          f"entropy in action space. return: final stochastic evaluation return.")
+          f"entropy in action space. return: final stochastic evaluation return. NL min: "
+          f"the smaller mode fraction of the noise-limited optimum (the best MaxEnt policy "
+          f"whose last denoising step has the run's final noise std; Diff variants only).")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=None,
-                        help=f"any of {' '.join(DEFAULT_ENVS)} (default: both)")
+                        help=f"any of {' '.join(ENVS)} (default: {' '.join(DEFAULT_ENVS)})")
     parser.add_argument("--algos", nargs="+", default=None,
                         help=f"any of {' '.join(ALGOS)} (default: {' '.join(DEFAULT_ALGOS)})")
     parser.add_argument("--seeds", type=int, default=None,
@@ -712,7 +877,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.seeds = QUICK_SEEDS if quick else DEFAULT_SEEDS
     if args.samples is None:
         args.samples = QUICK_SAMPLES if quick else DEFAULT_SAMPLES
-    for name, choices in (("envs", DEFAULT_ENVS), ("algos", ALGOS)):
+    for name, choices in (("envs", ENVS), ("algos", ALGOS)):
         values = getattr(args, name)
         unknown = [v for v in values if v not in choices]
         if unknown:
@@ -786,6 +951,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   f"(1 + bins eps), eps = {KL_EPSILON}; nats",
             "histogram_entropy": "-sum_j p_j log(p_j / bin width), nats, action space",
             "entropy_hat": "the run's 'entropy' metric (H_hat) of its last interval",
+            "noise_limited_mode_fractions": "mode fractions of the best MaxEnt policy (E[R] + "
+                                            "alpha H at the run's final temperature, H in the "
+                                            "run's entropy space) whose last denoising step "
+                                            "adds the run's final noise std in pre-squash x "
+                                            "(noise_limited_optimum; Diff variants only)",
             "return": "final stochastic evaluation return (summary final_eval_return)",
             "double_well_settings": "DOUBLE_WELL_SETTINGS of the script: Gaussian ones "
                                     "untuned; diffusion ones adjusted (dt0 0.02, DiffPPO "

@@ -343,3 +343,109 @@ def test_invalid_input_is_refused(argv, message, capsys, tmp_path):
         mm.main(argv + ["--out-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "x.json")])
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+# ---- the noise-limited optimum (toy/three_peaks) ------------------------------------------
+
+def np_three_peaks(a):
+    a = np.asarray(a, dtype=np.float64)
+    return sum(np.exp(-0.5 * ((a - c) / BUMP_WIDTH) ** 2) for c in (-0.7, 0.0, 0.7))
+
+
+def _gaussian_expectation(f, mean, std):
+    from scipy import integrate, stats
+    return integrate.quad(lambda x: f(x) * stats.norm.pdf(x, mean, std), mean - 10 * std,
+                          mean + 10 * std, points=[mean], limit=200)[0]
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, 0.36), (0.9, 0.36), (0.55, 0.2), (-1.3, 0.52)])
+def test_aimed_reward_against_closed_form_and_quadrature(mean, std):
+    # identity squash, one bump of width w at c:
+    # E = w / sqrt(w^2 + s^2) exp(-(m - c)^2 / (2 (w^2 + s^2)))
+    var = BUMP_WIDTH**2 + std**2
+    bump = lambda a: np.exp(-0.5 * ((np.asarray(a) - 0.5) / BUMP_WIDTH) ** 2)
+    closed = BUMP_WIDTH / math.sqrt(var) * math.exp(-0.5 * (mean - 0.5) ** 2 / var)
+    assert mm.aimed_reward(bump, mean, std, squash=lambda x: x) == pytest.approx(closed, abs=1e-6)
+    quad = _gaussian_expectation(lambda x: np_three_peaks(np.tanh(x)), mean, std)
+    assert mm.aimed_reward(np_three_peaks, mean, std) == pytest.approx(quad, abs=1e-6)
+
+
+def test_noise_limited_objective_against_gaussian_entropy_and_quadrature():
+    x = np.linspace(-3.2, 3.2, 321)
+    weights = (np.abs(x - 0.9) < 1e-9).astype(float)  # every mean at x = 0.9
+    std, alpha = 0.3, 0.1
+    reward = _gaussian_expectation(lambda v: np_three_peaks(np.tanh(v)), 0.9, std)
+    h_x = 0.5 * math.log(2 * math.pi * math.e * std**2)
+    log_det = _gaussian_expectation(lambda v: np.log1p(-np.tanh(v) ** 2), 0.9, std)
+    got_x = mm.noise_limited_objective(weights, np_three_peaks, std, alpha, False)
+    got_a = mm.noise_limited_objective(weights, np_three_peaks, std, alpha, True)
+    assert got_x == pytest.approx(reward + alpha * h_x, abs=2e-3)
+    assert got_a == pytest.approx(reward + alpha * (h_x + log_det), abs=2e-3)
+
+
+def _boltzmann_shares(action_space, alpha, x_max=3.2):
+    """Shares of exp(R(tanh x)/alpha) (times the tanh Jacobian when action_space) nearest
+    each of -0.7, 0, 0.7 (boundaries at a = +-0.35), by quadrature."""
+    from scipy import integrate
+    jac = (lambda x: 1 - np.tanh(x) ** 2) if action_space else (lambda x: 1.0)
+    f = lambda x: math.exp((np_three_peaks(np.tanh(x)) - 1) / alpha) * jac(x)
+    b = math.atanh(0.35)
+    mid = integrate.quad(f, -b, b, points=[0.0], limit=200)[0]
+    out = integrate.quad(f, b, x_max, points=[math.atanh(0.7)], limit=200)[0]
+    return np.array([out, mid, out]) / (mid + 2 * out)
+
+
+@pytest.mark.parametrize("action_space", [True, False])
+def test_noise_limited_optimum_tends_to_the_boltzmann_target_for_small_noise(action_space):
+    # with noise std 0.03 (under the bumps' x-widths) the optimum is ~ exp(R / alpha) / Z:
+    # equal thirds in action space; in x space the outer peaks' ~1.96x wider x-regions win
+    fractions, weights = mm.noise_limited_optimum(np_three_peaks, (-0.7, 0.0, 0.7), 0.03, 0.1,
+                                                  action_space, grid=641)
+    expected = _boltzmann_shares(action_space, 0.1)
+    np.testing.assert_allclose(fractions, expected, atol=0.01)
+    assert weights.shape == (641,) and weights.sum() == pytest.approx(1.0)
+
+
+def test_noise_limited_optimum_is_optimal_and_starves_the_middle_peak():
+    std, alpha = 0.3625, 0.1  # the bandit presets' last-step noise, DiffPPO's coefficient
+    fractions, weights = mm.noise_limited_optimum(np_three_peaks, (-0.7, 0.0, 0.7), std, alpha)
+    best = mm.noise_limited_objective(weights, np_three_peaks, std, alpha)
+    rng = np.random.default_rng(0)
+    for i in rng.integers(0, 321, 20):  # no mixing-in of a point mass improves it
+        moved = 0.9 * weights + 0.1 * np.eye(321)[i]
+        assert mm.noise_limited_objective(moved, np_three_peaks, std, alpha) <= best + 1e-9
+    # aiming at the middle bump (0.1 wide in x) loses reward to the noise, the outer ones
+    # (~0.2 wide in x) lose less: the middle share is what the outer modes' noise leaks there
+    assert fractions[1] < 0.1 and fractions[0] == pytest.approx(fractions[2], abs=1e-6)
+    # two peaks are symmetric, and without the tanh (equal widths in x) the three stay level
+    two, _ = mm.noise_limited_optimum(np_bandit, (-0.5, 0.5), std, alpha)
+    np.testing.assert_allclose(two, [0.5, 0.5], atol=0.01)  # the grid point x = 0: first peak
+    flat, _ = mm.noise_limited_optimum(np_three_peaks, (-0.7, 0.0, 0.7), 0.18, alpha, False,
+                                       x_max=1.2, grid=241, squash=lambda x: x)
+    assert flat.min() > 0.3
+
+
+def test_final_step_noise_std_from_parameters():
+    from diffrl_jax.policies.diffusion import inverse_softplus
+    config = make_config("diffppo", "toy/bandit")  # dt0 0.06, linear schedule m 0.17, K 8
+    dt_last = 0.06 * (7 / 8 * 0.17 + 1 / 8)  # schedule(K - 1) = (1 - 1/K) m + 1/K
+    raw = np.full((2, 8), inverse_softplus(0.01))
+    raw[:, -1] = [inverse_softplus(dt_last), inverse_softplus(2 * dt_last)]
+    state = SimpleNamespace(policy_params={"dt": raw})
+    np.testing.assert_allclose(mm.final_step_noise_std(config, state),
+                               [math.sqrt(2 * dt_last / 0.25), math.sqrt(4 * dt_last / 0.25)],
+                               rtol=1e-6)
+    friction = np.full(2, inverse_softplus(0.5))
+    learned = SimpleNamespace(policy_params={"dt": raw, "friction": friction})
+    np.testing.assert_allclose(mm.final_step_noise_std(config, learned)[0],
+                               math.sqrt(2 * dt_last / 0.5), rtol=1e-6)
+    assert mm.final_step_noise_std(config, SimpleNamespace(policy_params={"mean": 0})) is None
+
+
+def test_three_peaks_uses_the_bandit_presets():
+    assert "toy/three_peaks" in mm.ENVS and "toy/three_peaks" not in mm.DEFAULT_ENVS
+    assert mm.REWARD_OF_ACTION["toy/three_peaks"] is not None
+    for algo in mm.DEFAULT_ALGOS:
+        assert mm.benchmark_overrides(algo, "toy/three_peaks") == {}
+        three = make_config(algo, "toy/three_peaks")
+        assert three.replace(env="toy/bandit") == make_config(algo, "toy/bandit")
