@@ -64,7 +64,8 @@ policies keep the outer peaks and drop the middle one (issue 19.7). What was fou
 - the entropy estimate (the likely cause): what holds a third, lower-reward mode at the
   optimum is the mixing entropy H(w) of the mode shares, and H_hat (spec section 3's lower
   bound, which the soft reward uses) hardly sees it. At the preset's end (k-NN entropy of
-  8192 fresh actions per seed, shares w, H = sum_i w_i H_i + H(w) for separated modes):
+  8192 fresh actions per seed, a one-off measurement outside this script; shares w, H = sum_i
+  w_i H_i + H(w) for separated modes):
   true H -0.70 / -0.82 / -0.72 = within-mode -1.42 / -1.53 / -1.47 + H(w) 0.73 / 0.72 /
   0.74, while H_hat was -1.28 / -1.37 / -1.32: it saw 0.06-0.15 of the 0.72 nats (dt0 0.003:
   0.07-0.11 of 0.72). Without H(w) the objective is linear in the shares, and per unit of
