@@ -19,7 +19,7 @@ LEAN = RunOptions(checkpoint_every=0, metrics_formats=(), plots=False)
 # WPO baselines are checked on the bandit below; on inverted_pendulum they took 3-4 CPU
 # minutes each). (seeds, env steps or None for the preset's): one seed for the off-policy
 # runs, whose cost on CPU is the sequence of updates, not the seed batch; their budgets stop
-# after the first evaluations at 1000 (seed 0 reached 1000 by 27k and 21k steps).
+# after the first evaluations at 1000 (seed 0 reached 1000 by 21k and 19k steps).
 PENDULUM = {"diffsac": (1, 30_000), "diffwpo": (1, 22_000), "ppo": (2, None), "diffppo": (2, None)}
 
 
