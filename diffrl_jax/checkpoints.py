@@ -198,6 +198,18 @@ class CheckpointStore:
                                f"{type(err).__name__}: {str(err)[:300]}){hint}")
 
 
+def complete_checkpoint_steps(run_dir: str | Path) -> list[int]:
+    """The env steps of the complete checkpoints in RUN_DIR/checkpoints, ascending; [] when
+    there is no checkpoint folder. Opens the store read-only and closes it again."""
+    if not (Path(run_dir) / CHECKPOINT_SUBDIR).is_dir():
+        return []
+    store = CheckpointStore(run_dir, None, read_only=True)
+    try:
+        return store.steps()
+    finally:
+        store.close()
+
+
 def state_layout(tree: Any) -> list[list[Any]]:
     """[path, shape, dtype] of every array leaf: what a checkpoint must match to be restored."""
     return [[jax.tree_util.keystr(path), list(leaf.shape), str(np.dtype(leaf.dtype))]

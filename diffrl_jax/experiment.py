@@ -23,6 +23,7 @@ from diffrl_jax.checkpoints import (
     SUPERSEDED_SUBDIR,
     CheckpointError,
     CheckpointStore,
+    complete_checkpoint_steps,
     nonfinite_leaves,
 )
 from diffrl_jax.config_overrides import parse_overrides
@@ -283,16 +284,6 @@ RUN_FILES = ("summary.json", "metrics.csv", "metrics.jsonl", CHECKPOINT_SUBDIR)
 RUN_CONFIG_FILE = "run_config.json"
 
 
-def _complete_checkpoints(out: Path) -> list[int]:
-    if not (out / CHECKPOINT_SUBDIR).is_dir():
-        return []
-    store = CheckpointStore(out, None, read_only=True)
-    try:
-        return store.steps()
-    finally:
-        store.close()
-
-
 def _recorded(out: Path) -> list[str]:
     """The RUN_FILES in which `out` holds results: summary.json, metric files with rows,
     complete checkpoints (an empty metrics file or checkpoints folder records nothing)."""
@@ -304,7 +295,7 @@ def _recorded(out: Path) -> list[str]:
     found = {"summary.json": (out / "summary.json").exists(),
              "metrics.csv": has_rows(out / "metrics.csv", 1),
              "metrics.jsonl": has_rows(out / "metrics.jsonl", 0),
-             CHECKPOINT_SUBDIR: bool(_complete_checkpoints(out))}
+             CHECKPOINT_SUBDIR: bool(complete_checkpoint_steps(out))}
     return [name for name in RUN_FILES if found[name]]
 
 
@@ -468,7 +459,7 @@ def run_experiment(algo: str | None, env: str | None, total_steps: int | None,
     require_writable_dir("output directory", out)
     saved_run, reused = None, False
     if resume:
-        if not _complete_checkpoints(out):
+        if not complete_checkpoint_steps(out):
             saved_run = _saved_run(out, resume_step)
     else:
         reused = _refuse_existing_run(out, main)

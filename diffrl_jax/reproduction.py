@@ -52,7 +52,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from diffrl_jax.checkpoints import CHECKPOINT_SUBDIR, CheckpointError, CheckpointStore, library_versions
+from diffrl_jax.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    complete_checkpoint_steps,
+    library_versions,
+)
 from diffrl_jax.experiment import (
     RunOptions,
     config_differences,
@@ -466,16 +471,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _checkpoint_steps(directory: Path) -> list[int]:
-    if not (directory / CHECKPOINT_SUBDIR).is_dir():
-        return []
-    store = CheckpointStore(directory, None, read_only=True)
-    try:
-        return store.steps()
-    finally:
-        store.close()
-
-
 def _latest_record(directory: Path) -> tuple[str | None, dict[str, Any] | None]:
     """("summary", summary.json) or ("failure", failure.json), whichever of the two readable
     files was written last (modification time; failure.json on a tie: a failure is only
@@ -500,7 +495,7 @@ def dir_state(directory: Path) -> str:
     kind, record = _latest_record(directory)
     if kind == "summary" and record.get("status") in FINISHED:
         return record["status"]
-    if _checkpoint_steps(directory):
+    if complete_checkpoint_steps(directory):
         return "resumable"
     if (directory / FAILURE_FILE).exists():
         return "failed"
