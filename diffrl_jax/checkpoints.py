@@ -87,10 +87,6 @@ class CheckpointStore:
         """The complete checkpoints, oldest first."""
         return sorted(self.manager.all_steps())
 
-    def latest_step(self) -> int | None:
-        steps = self.steps()
-        return steps[-1] if steps else None
-
     def save(self, step: int, state: Any, metrics: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Starts writing checkpoint `step` (returns before the files are written when async;
         `wait` blocks). Refuses a state with non-finite floating-point values, so a
@@ -141,7 +137,7 @@ class CheckpointStore:
         step = self._resolve(step)
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        except Exception as err:  # noqa: BLE001 - any read failure is reported the same way
+        except Exception as err:  # any read failure is reported the same way
             raise self._unreadable(step, "meta", err) from err
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             version = meta.get("format_version") if isinstance(meta, dict) else None
@@ -156,8 +152,8 @@ class CheckpointStore:
         expected = state_layout(abstract_state)
         if meta.get("state_layout") != expected:
             saved = meta.get("state_layout") or []
-            show = lambda entry: f"{entry[0]} {tuple(entry[1])} {entry[2]}"  # noqa: E731
-            diff = [f"{show(a)} vs {show(b)}" for a, b in zip(saved, expected) if a != b][:5]
+            show = lambda entry: f"{entry[0]} {tuple(entry[1])} {entry[2]}"
+            diff = [f"{show(a)} vs {show(b)}" for a, b in zip(saved, expected, strict=False) if a != b][:5]
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} holds a state of another layout than "
                 f"this run's ({len(saved)} vs {len(expected)} arrays; first differences, saved vs "
@@ -167,7 +163,7 @@ class CheckpointStore:
                 state=ocp.args.StandardRestore(_stored_leaves(abstract_state)),
                 history=ocp.args.StandardRestore(),
             ))
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise self._unreadable(step, "state", err) from err
         state = _rebuild(abstract_state, restored["state"])
         metrics = restored["history"]
@@ -246,7 +242,7 @@ def nonfinite_leaves(tree: Any) -> list[str]:
     if not leaves:
         return []
     finite = np.asarray(_all_finite_per_leaf(leaves))
-    return [p for p, ok in zip(paths, finite) if not ok]
+    return [p for p, ok in zip(paths, finite, strict=True) if not ok]
 
 
 @jax.jit

@@ -201,7 +201,7 @@ def _coerce(text: str, tp: Any) -> Any:
             return tuple(_coerce(p, args[0]) for p in parts)
         if len(parts) != len(args):
             raise _ParseError(f"expected {len(args)} comma-separated values, got {len(parts)}")
-        return tuple(_coerce(p, a) for p, a in zip(parts, args))
+        return tuple(_coerce(p, a) for p, a in zip(parts, args, strict=True))
     if tp is bool:
         low = text.lower()
         if low in _TRUE:

@@ -39,6 +39,7 @@ What a comparison holds fixed, and what not:
 
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import shutil
@@ -58,6 +59,7 @@ from diffrl_jax.checkpoints import (
     complete_checkpoint_steps,
     library_versions,
 )
+from diffrl_jax.config_overrides import parse_overrides
 from diffrl_jax.experiment import (
     RunOptions,
     config_differences,
@@ -65,7 +67,6 @@ from diffrl_jax.experiment import (
     make_config,
     run_experiment,
 )
-from diffrl_jax.config_overrides import parse_overrides
 from diffrl_jax.presets import PAPER_TASKS, apply_overrides
 from diffrl_jax.score_stats import (
     ConfidenceInterval,
@@ -326,12 +327,12 @@ def policy_kind_fields(diff_config: Mapping[str, Any], base_config: Mapping[str,
     """The top-level fields in which a Diff and a Gaussian config may differ because of the
     policy kind alone: POLICY_KIND_FIELDS, and DISCOUNT_FIELDS when the two discount (and
     trace decay) the same per environment step (`per_env_step_discount`, to 1e-12)."""
-    fields = set(POLICY_KIND_FIELDS)
+    fields: set[str] = set(POLICY_KIND_FIELDS)
     a, b = per_env_step_discount(diff_config), per_env_step_discount(base_config)
     if a is not None and b is not None and all(
             (x is None and y is None) or (x is not None and y is not None
                                           and math.isclose(x, y, rel_tol=1e-12))
-            for x, y in zip(a, b)):
+            for x, y in zip(a, b, strict=True)):
         fields |= set(DISCOUNT_FIELDS)
     return fields
 
@@ -349,7 +350,9 @@ def matched_config(diff_config: Any, own_config: Any) -> Any:
     values = {f.name: getattr(diff_config, f.name) for f in dataclasses.fields(diff_config)
               if f.name not in kept}
     if diff_config.discount_mode == "diffusion":
-        gamma, lam = per_env_step_discount(config_to_dict(diff_config))
+        discounts = per_env_step_discount(config_to_dict(diff_config))
+        assert discounts is not None  # a complete config has every field it reads
+        gamma, lam = discounts
         values.update(discount_mode="env", discount=gamma)
         if lam is not None:
             values["gae_lambda"] = lam
@@ -384,7 +387,7 @@ def _own_scoped_settings(settings: Sequence[str], algo: str) -> list[str]:
 def planned_budget(task: Task, steps_scale: float = 1.0) -> int:
     """The env steps per seed that every algorithm of task is asked to run:
     round(budget * steps_scale), at least 1."""
-    return max(1, int(round(task.budget * steps_scale)))
+    return max(1, round(task.budget * steps_scale))
 
 
 def plan_runs(tasks: Sequence[Task], algos: Sequence[str], out: str | Path,
@@ -471,10 +474,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _latest_record(directory: Path) -> tuple[str | None, dict[str, Any] | None]:
+def _latest_record(directory: Path) -> tuple[str | None, dict[str, Any]]:
     """("summary", summary.json) or ("failure", failure.json), whichever of the two readable
     files was written last (modification time; failure.json on a tie: a failure is only
-    ever recorded after the session that wrote the summary), or (None, None). A resume that
+    ever recorded after the session that wrote the summary), or (None, {}). A resume that
     fails after an earlier interrupted session leaves both: the failure is the news."""
     found = []
     for kind, name in (("failure", FAILURE_FILE), ("summary", "summary.json")):
@@ -483,7 +486,7 @@ def _latest_record(directory: Path) -> tuple[str | None, dict[str, Any] | None]:
         if data is not None:
             found.append((path.stat().st_mtime_ns, kind == "failure", kind, data))
     if not found:
-        return None, None
+        return None, {}
     _, _, kind, data = max(found, key=lambda f: f[:2])
     return kind, data
 
@@ -529,6 +532,7 @@ def check_run_dirs(plans: Sequence[RunPlan], resume: bool) -> dict[Path, str]:
                                   f"reproduction with --resume, or give another --out")
         if state in FINISHED:
             summary = _read_json(plan.run_dir / "summary.json")
+            assert summary is not None  # dir_state read it
             saved = (summary["config"], summary["num_seeds"], summary["seed"])
         elif state == "resumable":
             store = CheckpointStore(plan.run_dir, None, read_only=True)
@@ -805,13 +809,13 @@ def analyse_task(task: Task, algos: Sequence[str], runs: Mapping[str, Mapping[st
                          train_seconds=summary.get("train_seconds"),
                          compile_seconds=summary.get("compile_seconds"),
                          env_steps_per_second=summary.get("env_steps_per_second"))
-        if algo in curves:
+        if summary is not None and algo in curves:  # (a run in curves has a summary)
             steps, returns, det = curves[algo]
             grid, grid_of = grids[algo]
             on_grid = interpolate_curves(steps, returns, grid)  # [seeds, G]
             final = np.asarray(summary["final_eval_return"], dtype=np.float64)
             auc = np.atleast_1d(area_under_curve(grid, on_grid))
-            rng = lambda metric: _rng(seed, task.name, algo, metric)
+            rng = functools.partial(_rng, seed, task.name, algo)  # rng(metric)
             entry.update(
                 eval_steps=steps.tolist(), eval_returns_per_seed=returns.tolist(),
                 eval_returns_deterministic_per_seed=det.tolist(),
@@ -827,10 +831,10 @@ def analyse_task(task: Task, algos: Sequence[str], runs: Mapping[str, Mapping[st
         result["algos"][algo] = entry
     for diff, base in pairs_of(algos):
         summaries = [runs[x]["summary"] for x in (diff, base)]
+        configs = [s.get("config") if s is not None else None for s in summaries]
         pair: dict[str, Any] = {
             "diff": diff, "base": base,
-            "settings_differ": settings_differences(
-                *[s.get("config") if s is not None else None for s in summaries]),
+            "settings_differ": settings_differences(configs[0], configs[1]),
         }
         if diff in curves and base in curves:
             a, b = result["algos"][diff], result["algos"][base]
@@ -873,7 +877,7 @@ def aggregate(tasks: Sequence[Task], algos: Sequence[str], task_results: Sequenc
     same tasks for every algorithm) and every pair is comparable (equal budgets); the others
     are listed with the reason."""
     included, excluded = [], []
-    for task, res in zip(tasks, task_results):
+    for task, res in zip(tasks, task_results, strict=True):
         bad = [f"{a} {res['algos'][a]['status']}" for a in algos if not res["algos"][a]["usable"]]
         unequal = [f"{p['diff']} − {p['base']} {p['unavailable']}" for p in res["pairs"]
                    if "unavailable" in p]
@@ -903,7 +907,7 @@ def aggregate(tasks: Sequence[Task], algos: Sequence[str], task_results: Sequenc
                                              _rng(seed, "aggregate", label, algo, metric))
                               for metric in ("final", "auc")}
     for diff, base in pairs_of(algos):
-        pair = {"diff": diff, "base": base}
+        pair: dict[str, Any] = {"diff": diff, "base": base}
         for metric in ("final", "auc"):
             pair[metric] = difference_ci(normalised(diff, metric), normalised(base, metric),
                                          resamples, confidence,

@@ -335,7 +335,7 @@ def interval_figure(results: Mapping[str, Any]) -> Figure:
     rows = math.ceil(len(panels) / columns)
     fig = _new_figure(4.0 * columns, 0.35 * len(algos) * rows + 1.2 * rows + 0.4)
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
-    for ax, (title, stats, xlabel) in zip(axes, panels):
+    for ax, (title, stats, xlabel) in zip(axes, panels, strict=False):  # axes may outnumber panels
         _interval_panel(ax, stats, algos, title, xlabel)
     for ax in axes[len(panels):]:
         ax.set_visible(False)

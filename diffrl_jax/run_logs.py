@@ -34,12 +34,12 @@ from typing import Any, Protocol, TextIO, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "METRIC_FORMATS",
+    "PROGRESS_MODES",
     "CsvSink",
     "IntervalReporter",
     "JsonlSink",
-    "METRIC_FORMATS",
     "MetricSink",
-    "PROGRESS_MODES",
     "TensorBoardSink",
     "WandbSink",
     "flatten_row",
@@ -332,7 +332,7 @@ class WandbSink:
     def __init__(self, project: str, run_name: str | None = None,
                  config: dict[str, Any] | None = None, **init_kwargs: Any):
         try:
-            import wandb
+            import wandb  # pyright: ignore[reportMissingImports] - optional, not a dependency
         except ImportError as error:
             raise ImportError("W&B logging needs `pip install wandb` (the 'wandb' metrics "
                               "format is optional and wandb is not installed)") from error
@@ -401,7 +401,7 @@ def format_duration(seconds: float) -> str:
     seconds = max(seconds, 0.0)
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -461,7 +461,6 @@ class IntervalReporter:
         self.stream = sys.stdout if stream is None else stream
         self.next_interval = int(start_interval)
         self.max_listed_seeds = max_listed_seeds
-        self.requested_progress = progress
         if progress == "bar" and not _is_terminal(self.stream):
             progress = "lines"
         self.mode = progress
@@ -469,7 +468,6 @@ class IntervalReporter:
         self.pending: dict[int, dict[int, dict[str, Any]]] = {}  # env_steps -> seed -> metrics
         self.done_env_steps = self.start_env_steps
         self.intervals_written = 0
-        self.latest_returns: list[float] | None = None
         self._written_steps: set[int] = set()
         self._lock = threading.RLock()
         self._bar: Any = None
@@ -573,7 +571,6 @@ class IntervalReporter:
         self.done_env_steps = max(self.done_env_steps, steps)
         returns = [float(seeds[s]["eval_return"]) for s in range(self.num_seeds)
                    if "eval_return" in seeds[s]]
-        self.latest_returns = returns or None
         self._show(steps, returns)
 
     def _show(self, steps: int, returns: list[float]) -> None:
@@ -633,7 +630,7 @@ class IntervalReporter:
             if errors:
                 raise errors[0]
 
-    def __enter__(self) -> "IntervalReporter":
+    def __enter__(self) -> IntervalReporter:
         return self
 
     def __exit__(self, *exc) -> None:

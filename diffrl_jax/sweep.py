@@ -40,7 +40,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,7 @@ def parse_grid(items: Sequence[str], config: Any) -> dict[str, list[float]]:
     return grid
 
 
-def grid_members(grid: dict[str, Sequence[float]], num_seeds: int) -> list[dict[str, Any]]:
+def grid_members(grid: Mapping[str, Sequence[float]], num_seeds: int) -> list[dict[str, Any]]:
     """The Cartesian product of the grid's values x seeds, seeds innermost: member i has
     {"index": i, "point": i // num_seeds, "hyperparameters": {field: value}, "seed_index":
     i % num_seeds}. An empty grid gives num_seeds members of one point."""
@@ -150,7 +150,7 @@ def grid_members(grid: dict[str, Sequence[float]], num_seeds: int) -> list[dict[
     for point, values in enumerate(itertools.product(*(grid[n] for n in names))):
         for seed_index in range(num_seeds):
             members.append({"index": len(members), "point": point,
-                            "hyperparameters": {n: float(v) for n, v in zip(names, values)},
+                            "hyperparameters": {n: float(v) for n, v in zip(names, values, strict=True)},
                             "seed_index": seed_index})
     return members
 
@@ -231,7 +231,7 @@ def _memory_budget(device: Any = None) -> tuple[int, str]:
     device = jax.devices()[0] if device is None else device
     try:
         stats = device.memory_stats()
-    except Exception:  # backends without allocator statistics
+    except Exception:  # noqa: BLE001 - backends without allocator statistics
         stats = None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{device.device_kind} memory_stats()['bytes_limit']"
@@ -249,7 +249,7 @@ def _footprint(compiled: Any) -> dict[str, Any]:
     """XLA's memory plan of a compiled program: argument + output + temp - alias bytes."""
     try:
         stats = compiled.memory_analysis()
-    except Exception as err:  # e.g. NotImplementedError on some backends
+    except Exception as err:  # noqa: BLE001 - e.g. NotImplementedError on some backends
         return {"available": False, "reason": f"memory_analysis() raised {err!r}"}
     if stats is None:
         return {"available": False, "reason": "memory_analysis() returned None"}
@@ -439,7 +439,7 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
             "max": float(v.max())}
 
 
-def aggregate_table(grid: dict[str, Sequence[float]], members: Sequence[dict[str, Any]],
+def aggregate_table(grid: Mapping[str, Sequence[float]], members: Sequence[dict[str, Any]],
                     final_returns: Sequence[float],
                     final_returns_deterministic: Sequence[float]) -> list[dict[str, Any]]:
     """One row per grid point: its hyperparameters, seeds, and mean / std (population,
@@ -463,7 +463,7 @@ def aggregate_table(grid: dict[str, Sequence[float]], members: Sequence[dict[str
     return table
 
 
-def _table_columns(grid: dict[str, Sequence[float]], table: Sequence[dict[str, Any]]):
+def _table_columns(grid: Mapping[str, Sequence[float]], table: Sequence[dict[str, Any]]):
     header = ["point", *grid, "seeds"]
     for label in ("return", "det"):
         header += [f"{label}_mean", f"{label}_std", f"{label}_min", f"{label}_max"]
@@ -477,18 +477,18 @@ def _table_columns(grid: dict[str, Sequence[float]], table: Sequence[dict[str, A
     return header, rows
 
 
-def format_table(grid: dict[str, Sequence[float]], table: Sequence[dict[str, Any]]) -> str:
+def format_table(grid: Mapping[str, Sequence[float]], table: Sequence[dict[str, Any]]) -> str:
     """The aggregate table as aligned text (return: stochastic eval, det: deterministic)."""
     header, rows = _table_columns(grid, table)
     texts = [[c if isinstance(c, (int, str)) else f"{c:.6g}" for c in row] for row in rows]
     texts = [[str(c) for c in row] for row in texts]
     widths = [max(len(h), *(len(r[i]) for r in texts)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in texts]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in texts]
     return "\n".join(lines)
 
 
-def _write_csv(path: Path, grid: dict[str, Sequence[float]], table: Sequence[dict[str, Any]]) -> None:
+def _write_csv(path: Path, grid: Mapping[str, Sequence[float]], table: Sequence[dict[str, Any]]) -> None:
     header, rows = _table_columns(grid, table)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -657,11 +657,12 @@ def run_sweep(algo: str, env: str, grid_items: Sequence[str], num_seeds: int, se
         chunk_seconds.append(seconds)
         metrics = jax.tree.map(np.asarray, metrics)
         if keep_state:
-            states.append(jax.tree.map(lambda x: np.asarray(x)[: len(idx)], state))
+            n = len(idx)
+            states.append(jax.tree.map(lambda x, n=n: np.asarray(x)[:n], state))
         del state
         for pos, i in enumerate(idx):
             m = members[i]
-            one = jax.tree.map(lambda x: x[pos:pos + 1], metrics)
+            one = jax.tree.map(lambda x, pos=pos: x[pos:pos + 1], metrics)
             summary = build_summary(member_configs[i], one, 1, sched, compile_seconds, seconds,
                                     time.perf_counter() - t_start)
             summary["sweep_member"] = {

@@ -5,6 +5,8 @@ Brax's own `done` is the termination flag; time limits and auto-resets are added
 metrics, info). brax is imported lazily: importing it takes about a second.
 """
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 
@@ -19,7 +21,7 @@ def brax_env_names() -> list[str]:
     from brax import envs
 
     # brax has no public listing; its registry dict is what get_environment reads.
-    return sorted(envs._envs)  # noqa: SLF001
+    return sorted(envs._envs)
 
 
 def make_brax_core(env_name: str, backend: str = "mjx") -> EnvCore:
@@ -44,13 +46,14 @@ def make_brax_core(env_name: str, backend: str = "mjx") -> EnvCore:
             "vector observations are supported"
         )
 
+    # brax types obs as an array or a dict of arrays; this env's is one flat array (checked above)
     def reset(key):
         state = env.reset(key)
-        return state, state.obs
+        return state, cast(Array, state.obs)
 
     def step(state, action: Array):
         state = env.step(state, action)
-        return state, state.obs, state.reward, state.done
+        return state, cast(Array, state.obs), state.reward, state.done
 
     def physics_finite(state) -> Array:
         pipeline = state.pipeline_state

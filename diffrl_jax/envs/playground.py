@@ -108,7 +108,7 @@ def load_playground_env(task: str) -> tuple[Any, Any]:
     config = registry.get_default_config(task)
     try:
         env = registry.load(task, config=config, config_overrides={"impl": "jax"})
-    except Exception as err:  # noqa: BLE001 -- anything playground raises, named
+    except Exception as err:  # anything playground raises, named
         raise ValueError(f"playground/{task} could not be built (MuJoCo {_mujoco_version()}): "
                          f"{type(err).__name__}: {err}") from err
     return env, config

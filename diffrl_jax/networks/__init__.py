@@ -8,10 +8,10 @@ from diffrl_jax.networks.time_embedding import FourierTimeEmbedding, fourier_fea
 
 __all__ = [
     "ACTIVATIONS",
+    "MLP",
     "ControlNetwork",
     "EnsembleCritic",
     "FourierTimeEmbedding",
-    "MLP",
     "fourier_features",
     "get_activation",
 ]

@@ -25,11 +25,11 @@ from diffrl_jax.parallel.multihost import (
 )
 
 __all__ = [
-    "BatchSharding",
     "DATA_AXIS",
+    "SEED_AXIS",
+    "BatchSharding",
     "MeshProgram",
     "ProcessInfo",
-    "SEED_AXIS",
     "constrain_batch",
     "gather_to_host",
     "global_seed_keys",
@@ -41,6 +41,6 @@ __all__ = [
     "mesh_train",
     "parse_mesh_shape",
     "process_info",
-    "wait_for_all_processes",
     "seed_sharding",
+    "wait_for_all_processes",
 ]

@@ -54,7 +54,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     if any(v is not None for v in given) and any(v is None for v in given):
         raise ValueError("give all of coordinator_address, num_processes and process_id, or none "
                          f"(auto-detection); got {given}")
-    if num_processes is not None and (num_processes < 1 or not 0 <= process_id < num_processes):
+    if num_processes is not None and process_id is not None and (
+            num_processes < 1 or not 0 <= process_id < num_processes):
         raise ValueError(f"process_id must be in [0, num_processes); got {process_id} of {num_processes}")
     if not jax.distributed.is_initialized():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -91,7 +91,7 @@ class Policy(NamedTuple):
     init: Callable[[PRNGKey], Params]
     sample_prior: Callable[[PRNGKey, tuple[int, ...]], Array]
     sample_step: Callable[..., tuple[Array, StepEval]]
-    evaluate: Callable[[Params, Array, Array, Array, Array], StepEval]
+    evaluate: Callable[..., StepEval]
     sample_chain: Callable[..., ChainSample]
     kernel: Callable[[Params, Array, Array, Array], tuple[Array, Array]]
     squash: Callable[[Array], Array]

@@ -29,6 +29,7 @@ Deterministic sampling (`deterministic=True`; config.deterministic_sampler), in 
 
 import dataclasses
 import math
+from typing import cast
 
 import flax.linen as nn
 import jax
@@ -176,7 +177,8 @@ def make_diffusion_policy(
     def denoising_kernel(params, obs, latent, step) -> tuple[Array, Array, Array]:
         """(mean, var, eta) of p_theta(. | x_k, s, k); mean and var [..., A]."""
         eta = step_size(params, step)
-        drift = control.apply(params["control"], latent, obs, step)
+        # (cast: flax types apply() as if it could return (out, variables) without mutable=)
+        drift = cast(Array, control.apply(params["control"], latent, obs, step))
         mean = langevin_mean(latent, eta, drift, prior_var)
         return mean, jnp.broadcast_to(2.0 * eta, mean.shape), eta
 
@@ -193,7 +195,7 @@ def make_diffusion_policy(
         else:
             log_prob = diag_gaussian_log_density(next_latent, mean_p, var)
         if cfg.learn_noising_drift:
-            back_drift = noising.apply(params["noising_drift"], next_latent, obs, step)
+            back_drift = cast(Array, noising.apply(params["noising_drift"], next_latent, obs, step))
         else:
             back_drift = 0.0
         mean_q = langevin_mean(next_latent, eta, back_drift, prior_var)
@@ -275,8 +277,12 @@ def make_diffusion_policy(
         """True for dt (when learned), friction and the noising drift: the leaves q_phi
         depends on."""
         shared = {"dt": cfg.learn_step_sizes, "friction": True, "noising_drift": True}
-        return {name: jax.tree.map(lambda _, m=shared.get(name, False): m, value)
-                for name, value in params.items()}
+
+        def mask(name: str, value: Params) -> Params:
+            m = shared.get(name, False)
+            return jax.tree.map(lambda _: m, value)
+
+        return {name: mask(name, value) for name, value in params.items()}
 
     prior_entropy = A * prior_entropy_per_dim(cfg.prior_std)
     return Policy(

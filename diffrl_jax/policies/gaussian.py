@@ -8,6 +8,7 @@ Parameters: {"network": params of the MLP giving [mu, raw_sigma]}; sigma = softp
 """
 
 import dataclasses
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,8 @@ from diffrl_jax.types import Array, Params, PRNGKey
 from diffrl_jax.validation import (
     require_choice,
     require_in_range,
-    require_layer_sizes,
     require_int_at_least,
+    require_layer_sizes,
     require_positive,
 )
 
@@ -59,7 +60,8 @@ def make_gaussian_policy(
 
     def distribution(params: Params, obs: Array) -> tuple[Array, Array]:
         """(mu, sigma) of the pre-squash Gaussian, each [..., A]."""
-        out = network.apply(params["network"], obs)
+        # (cast: flax types apply() as if it could return (out, variables) without mutable=)
+        out = cast(Array, network.apply(params["network"], obs))
         mean, raw_std = jnp.split(out, 2, axis=-1)
         return mean, jax.nn.softplus(raw_std) + cfg.min_std
 

@@ -19,14 +19,9 @@ def diag_gaussian_log_density(x: jax.Array, mean: jax.Array, var: jax.Array) -> 
     return -0.5 * jnp.sum(jnp.square(x - mean) / var + jnp.log(var) + LOG_2PI, axis=-1)
 
 
-def langevin_mean(x: jax.Array, eta: jax.Array, drift: jax.Array, prior_var: float) -> jax.Array:
+def langevin_mean(x: jax.Array, eta: jax.Array, drift: jax.Array | float, prior_var: float) -> jax.Array:
     """Mean of one Langevin step from x: x + eta * (-x / prior_var + drift). [..., A]."""
     return x + eta * (-x / prior_var + drift)
-
-
-def gaussian_entropy(var: jax.Array) -> jax.Array:
-    """Entropy of N(., diag(var)), summed over the last axis. [..., A] -> [...]."""
-    return 0.5 * jnp.sum(jnp.log(2.0 * math.pi * math.e * var), axis=-1)
 
 
 def diag_gaussian_kl(mean0: jax.Array, std0: jax.Array, mean1: jax.Array, std1: jax.Array) -> jax.Array:
