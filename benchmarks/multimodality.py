@@ -2,6 +2,7 @@
 is each learned action distribution from the Boltzmann target exp(R / alpha) / Z?
 
     python benchmarks/multimodality.py [--envs toy/bandit toy/double_well [toy/three_peaks]]
+        [--import MODULE_OR_FILE.py (environments registered with peaks, probe states, R(a))]
         [--algos sac diffsac wpo diffwpo ppo diffppo] [--seeds 4] [--seed 0]
         [--samples 4096] [--bins 50] [--probe-states 4] [--set FIELD=VALUE ...]
         [--out-dir DIR] [--out multimodality.json] [--quick]
@@ -179,9 +180,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffrl_jax.envs import peaks_of
-from diffrl_jax.envs.toy import bandit_reward, double_well_reward, three_peak_reward
 from diffrl_jax.checkpoint_eval import load_run
+from diffrl_jax.envs import EnvSpec, env_spec, import_env_modules, peaks_of, registered_envs
 from diffrl_jax.experiment import RunOptions, make_config, run_experiment
 from diffrl_jax.plots import ACTION_RANGE, action_histogram_figure, toy_probe_states
 from diffrl_jax.policies import GaussianPolicyConfig
@@ -191,8 +191,20 @@ from diffrl_jax.training.collection import policy_obs
 
 # ---- definitions ------------------------------------------------------------------------
 
+def benchmarkable(spec: EnvSpec | None) -> bool:
+    """Whether the benchmark can analyse an environment: it declares reward peaks, probe
+    states and its reward as a function of the action (`register_env`)."""
+    return (spec is not None and bool(spec.peaks) and spec.probe_states is not None
+            and spec.reward_of_action is not None)
+
+
+def benchmark_envs() -> tuple[str, ...]:
+    """What --envs accepts: every registered environment that is `benchmarkable` now."""
+    return tuple(name for name, spec in registered_envs().items() if benchmarkable(spec))
+
+
 DEFAULT_ENVS = ("toy/bandit", "toy/double_well")
-ENVS = DEFAULT_ENVS + ("toy/three_peaks",)  # what --envs accepts
+ENVS = benchmark_envs()  # the built-in ones (--import adds the user's)
 DEFAULT_ALGOS = ("sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo")
 DEFAULT_SEEDS = 4
 DEFAULT_SAMPLES = 4096
@@ -210,13 +222,17 @@ KL_EPSILON = 1e-6  # probability added to every target bin (then renormalised) i
 TARGET_SUBDIVISIONS = 64  # midpoint-rule points per bin for the target's bin integrals
 HISTOGRAM_FILE = "multimodality_histograms.png"
 
-# R(a) of each toy as a function of the (first) action; for the double well the reward of one
-# step, which does not depend on the heading.
-REWARD_OF_ACTION: dict[str, Callable[[Any], Any]] = {
-    "toy/bandit": bandit_reward,
-    "toy/double_well": double_well_reward,
-    "toy/three_peaks": three_peak_reward,
-}
+
+
+def reward_of_action(env: str) -> Callable[[Any], Any]:
+    """R(a) of env as a function of the (first) action, as registered (`register_env`'s
+    reward_of_action; for the double well the reward of one step, which does not depend on
+    the heading). ValueError for an environment that declares none."""
+    spec = env_spec(env)
+    if spec is None or spec.reward_of_action is None:
+        raise ValueError(f"{env!r} declares no reward_of_action (register_env): the "
+                         f"multimodality benchmark needs it for the Boltzmann target")
+    return spec.reward_of_action
 
 
 # ---- the math (pure numpy) ----------------------------------------------------------------
@@ -526,15 +542,21 @@ DOUBLE_WELL_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+# the benchmark's own settings of an environment (on top of its presets); none elsewhere
+BENCHMARK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "toy/double_well": DOUBLE_WELL_SETTINGS,
+}
+
+
 def benchmark_overrides(algo: str, env: str) -> dict[str, Any]:
     """The keyword overrides of the benchmark's run of algo on env (on top of the (algo, env)
-    preset): none for toy/bandit and toy/three_peaks (their presets), DOUBLE_WELL_SETTINGS
-    for toy/double_well."""
-    if env == "toy/double_well":
-        return dict(DOUBLE_WELL_SETTINGS[algo])
-    if env in ("toy/bandit", "toy/three_peaks"):
-        return {}
-    raise ValueError(f"the multimodality benchmark covers {list(ENVS)}, got {env!r}")
+    preset): its BENCHMARK_SETTINGS (toy/double_well: DOUBLE_WELL_SETTINGS), none for any
+    other `benchmarkable` environment (toy/bandit and toy/three_peaks: their presets)."""
+    if not benchmarkable(env_spec(env)):
+        raise ValueError(f"the multimodality benchmark covers {list(benchmark_envs())} "
+                         f"(environments declaring peaks, probe states and reward_of_action), "
+                         f"got {env!r}")
+    return dict(BENCHMARK_SETTINGS.get(env, {}).get(algo, {}))
 
 
 def _is_off_policy(config: Any) -> bool:
@@ -639,7 +661,7 @@ def analyse_actions(actions: np.ndarray, alphas: np.ndarray, env: str, labels: S
     """Per seed: per probe state the mode fractions, histogram, target, KL and entropies.
     actions [seeds, S, n, A]; alphas [seeds]."""
     peaks = peaks_of(env)
-    reward_fn = REWARD_OF_ACTION[env]
+    reward_fn = reward_of_action(env)
     edges = np.linspace(*ACTION_RANGE, bins + 1)
     per_seed = []
     for i, seed_actions in enumerate(actions):
@@ -711,7 +733,7 @@ def add_noise_limited_optimum(per_seed: list[dict[str, Any]], config: Any, state
     noise = final_step_noise_std(config, state)
     if noise is None:
         return
-    reward_fn = REWARD_OF_ACTION[env]
+    reward_fn = reward_of_action(env)
     for seed, std, alpha in zip(per_seed, noise, alphas):
         seed["final_step_noise_std"] = float(std)
         fractions = None
@@ -843,7 +865,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=None,
-                        help=f"any of {' '.join(ENVS)} (default: {' '.join(DEFAULT_ENVS)})")
+                        help=f"any of {' '.join(ENVS)}, or an environment of --import "
+                             f"(default: {' '.join(DEFAULT_ENVS)})")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE_OR_FILE",
+                        help="import a module (or .py file) that registers environments with "
+                             "diffrl_jax.envs.register_env (with peaks, probe_states and "
+                             "reward_of_action) before --envs is checked (repeatable)")
     parser.add_argument("--algos", nargs="+", default=None,
                         help=f"any of {' '.join(ALGOS)} (default: {' '.join(DEFAULT_ALGOS)})")
     parser.add_argument("--seeds", type=int, default=None,
@@ -870,6 +898,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
 
     quick = args.quick
+    try:
+        import_env_modules(args.imports)
+    except ImportError as err:
+        parser.error(str(err))
     if args.envs is None:
         args.envs = list(QUICK_ENVS if quick else DEFAULT_ENVS)
     if args.algos is None:
@@ -878,7 +910,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.seeds = QUICK_SEEDS if quick else DEFAULT_SEEDS
     if args.samples is None:
         args.samples = QUICK_SAMPLES if quick else DEFAULT_SAMPLES
-    for name, choices in (("envs", ENVS), ("algos", ALGOS)):
+    for name, choices in (("envs", benchmark_envs()), ("algos", ALGOS)):
         values = getattr(args, name)
         unknown = [v for v in values if v not in choices]
         if unknown:

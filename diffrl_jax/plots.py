@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from diffrl_jax.envs import TOY_SPECS, RunningStats, peaks_of
+from diffrl_jax.envs import RunningStats, peaks_of, probe_states_of, registered_envs
 from diffrl_jax.training import trainer_for
 from diffrl_jax.training.collection import policy_obs
 from diffrl_jax.types import Params, PRNGKey
@@ -96,7 +96,7 @@ def _series_labels(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
     """The algo names; env and then position added where that is needed to tell them apart."""
     names = [str(s.get("algo", f"run {i}")) for i, s in enumerate(summaries)]
     if len(set(names)) < len(names):
-        names = [f"{n} ({s['env']})" if "env" in s else n for n, s in zip(names, summaries)]
+        names = [f"{n} ({s['env']})" if "env" in s else n for n, s in zip(names, summaries, strict=True)]
     if len(set(names)) < len(names):
         names = [f"{n} #{i}" for i, n in enumerate(names)]
     return names
@@ -132,7 +132,7 @@ def learning_curve_figure(summaries: Sequence[Mapping[str, Any]] | Mapping[str, 
     fig = _new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     colors = [f"C{i % 10}" for i in range(len(summaries))]
-    for curve, label, color in zip(curves, labels, colors):
+    for curve, label, color in zip(curves, labels, colors, strict=True):
         steps, returns, det = curve["steps"], curve["returns"], curve["deterministic"]
         n = returns.shape[1]
         mean = returns.mean(axis=1)
@@ -169,26 +169,22 @@ def plot_learning_curves(summaries: Sequence[Mapping[str, Any]] | Mapping[str, A
 # ---- policy actions at probe states ---------------------------------------------------------
 
 def toy_probe_states(env_name: str, num_states: int) -> tuple[list[str], np.ndarray]:
-    """The states at which to histogram a policy's actions: (labels, raw obs [S, obs_dim]).
+    """The states at which to histogram a policy's actions: (labels, raw obs [S, obs_dim]),
+    as environment `env_name` declares them (`envs.probe_states_of`; `register_env`'s
+    probe_states).
 
     toy/bandit, toy/three_peaks: the one state (S = 1 whatever num_states is), obs [1.0].
     toy/double_well: num_states headings h = -pi + 2 pi i / num_states (spread over
     [-pi, pi)) at t = 0, obs (cos h, sin h, 0), labelled like "h=-90°".
-    ValueError for any other environment.
+    ValueError for an environment that declares none, or a num_states that is not a
+    positive integer.
     """
-    if env_name not in TOY_SPECS:
-        raise ValueError(f"probe states exist only for the toy environments "
-                         f"{sorted(TOY_SPECS)}, got {env_name!r}")
-    if isinstance(num_states, bool) or not isinstance(num_states, (int, np.integer)) or num_states < 1:
-        raise ValueError(f"num_states must be a positive integer, got {num_states!r}")
-    if env_name in ("toy/bandit", "toy/three_peaks"):
-        return ["the state (obs=[1])"], np.ones((1, 1), np.float32)
-    if env_name == "toy/double_well":
-        headings = -math.pi + 2 * math.pi * np.arange(num_states) / num_states
-        obs = np.stack([np.cos(headings), np.sin(headings), np.zeros(num_states)], axis=-1)
-        labels = [f"h={round(math.degrees(h))}°" for h in headings]
-        return labels, obs.astype(np.float32)
-    raise ValueError(f"no probe states defined for toy environment {env_name!r}")
+    probes = probe_states_of(env_name, num_states)
+    if probes is None:
+        declared = sorted(n for n, s in registered_envs().items() if s.probe_states is not None)
+        raise ValueError(f"no probe states defined for environment {env_name!r} (register_env's "
+                         f"probe_states); environments with probe states: {declared}")
+    return probes
 
 
 def sample_policy_actions(config: Any, policy_params: Params, obs_stats: RunningStats,
@@ -272,7 +268,7 @@ def action_histogram_figure(actions: Any, labels: Sequence[str], peaks: Sequence
         if peaks:
             shares = _peak_fractions(first[s], peaks)
             panel = panel + "\nshare nearest " + ", ".join(
-                f"{p:g}: {f:.2f}" for p, f in zip(peaks, shares))
+                f"{p:g}: {f:.2f}" for p, f in zip(peaks, shares, strict=True))
         ax.set_title(panel, fontsize="small")
         ax.set_xlim(*ACTION_RANGE)
         if s % columns == 0:
@@ -305,15 +301,19 @@ def action_histogram_title(name: str, num_seeds: int, seed_index: int, num_sampl
 
 
 def plot_run(out_dir: str | Path, summary: Mapping[str, Any], actions: Any = None,
-             labels: Sequence[str] | None = None, seed_index: int = 0) -> list[Path]:
-    """Writes out_dir/learning_curve.png, and out_dir/action_histogram.png when actions
-    [S, n, action_dim] are given: seed `seed_index`'s final policy sampled n times per probe
-    state, which its title says (`action_histogram_title`; labels default to "state i";
-    peaks are the summary's "mode_peaks", else the environment's). Returns the paths written."""
+             labels: Sequence[str] | None = None, seed_index: int = 0,
+             curves: bool = True) -> list[Path]:
+    """Writes out_dir/learning_curve.png (unless curves is False), and
+    out_dir/action_histogram.png when actions [S, n, action_dim] are given: seed
+    `seed_index`'s final policy sampled n times per probe state, which its title says
+    (`action_histogram_title`; labels default to "state i"; peaks are the summary's
+    "mode_peaks", else the environment's, else none drawn). Returns the paths written."""
     out_dir = Path(out_dir)
     name = " ".join(str(summary[k]) for k in ("algo", "env") if isinstance(summary, Mapping) and k in summary)
-    paths = [plot_learning_curves(summary, out_dir / LEARNING_CURVE_FILE,
-                                  title=f"{name}: evaluation return" if name else None)]
+    paths = []
+    if curves:
+        paths.append(plot_learning_curves(summary, out_dir / LEARNING_CURVE_FILE,
+                                          title=f"{name}: evaluation return" if name else None))
     if actions is not None:
         num_states = np.shape(actions)[0]
         if labels is None:

@@ -15,13 +15,15 @@ from XLA's compiled memory plan (or set with --max-members-per-chunk).
 Writes OUT/members/<i>/summary.json (as train.py's summary, plus "sweep_member"),
 OUT/sweep.json (grid, members, chunking plan, timings, per-grid-point aggregates) and
 OUT/sweep.csv, and prints the per-grid-point table of final eval returns (mean, std, min,
-max over seeds; stochastic and deterministic).
+max over seeds; stochastic and deterministic). --import MODULE_OR_FILE (repeatable) imports
+a module that registers environments (`diffrl_jax.envs.register_env`) before --env is checked.
 """
 
 import argparse
 import sys
 
 from diffrl_jax.cli import filter_known_warnings
+from diffrl_jax.envs import import_env_modules
 from diffrl_jax.experiment import ALGOS, enable_compilation_cache
 from diffrl_jax.presets import preset_names
 from diffrl_jax.sweep import run_sweep
@@ -34,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", required=True, choices=ALGOS)
     parser.add_argument("--env", default="brax/inverted_pendulum")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE_OR_FILE",
+                        help="import a module (or .py file) that registers environments with "
+                             "diffrl_jax.envs.register_env, before --env is checked (repeatable)")
     parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
                         help="a traced hyperparameter and its values (repeatable; the grid is "
                              "the Cartesian product)")
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.no_compile_cache:
             enable_compilation_cache()
+        import_env_modules(args.imports)
         run_sweep(algo=args.algo, env=args.env, grid_items=args.grid, num_seeds=args.num_seeds,
                   seed=args.seed, out=args.out, backend=args.backend,
                   total_steps=args.total_steps, max_members_per_chunk=args.max_members_per_chunk,

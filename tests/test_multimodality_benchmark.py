@@ -444,7 +444,7 @@ def test_final_step_noise_std_from_parameters():
 
 def test_three_peaks_uses_the_bandit_presets():
     assert "toy/three_peaks" in mm.ENVS and "toy/three_peaks" not in mm.DEFAULT_ENVS
-    assert mm.REWARD_OF_ACTION["toy/three_peaks"] is not None
+    assert mm.reward_of_action("toy/three_peaks") is not None
     for algo in mm.DEFAULT_ALGOS:
         assert mm.benchmark_overrides(algo, "toy/three_peaks") == {}
         three = make_config(algo, "toy/three_peaks")

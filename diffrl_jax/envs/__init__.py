@@ -1,5 +1,6 @@
 """Environments: one batched, auto-resetting interface over brax, MuJoCo Playground (DM
-Control suite) and toy environments, and observation normalisation with running statistics."""
+Control suite), toy environments and the user's own (`register_env`), and observation
+normalisation with running statistics."""
 
 from diffrl_jax.envs.base import EnvCore, Environment, EnvState, StepOutput
 from diffrl_jax.envs.brax_core import BRAX_BACKENDS, brax_env_names, make_brax_core
@@ -12,7 +13,19 @@ from diffrl_jax.envs.playground import (
     make_playground_core,
     playground_env_names,
 )
-from diffrl_jax.envs.registry import BRAX_EPISODE_LENGTH, check_env_name, list_envs, make_env
+from diffrl_jax.envs.registry import (
+    BRAX_EPISODE_LENGTH,
+    EnvSpec,
+    check_env_name,
+    env_spec,
+    list_envs,
+    make_env,
+    peaks_of,
+    probe_states_of,
+    register_env,
+    registered_envs,
+    unregister_env,
+)
 from diffrl_jax.envs.toy import (
     TOY_PEAKS,
     TOY_SPECS,
@@ -24,8 +37,8 @@ from diffrl_jax.envs.toy import (
     make_double_well_core,
     mode_fractions,
     nearest_peak,
-    peaks_of,
 )
+from diffrl_jax.envs.user_modules import import_env_modules
 
 __all__ = [
     "BRAX_BACKENDS",
@@ -36,6 +49,7 @@ __all__ = [
     "TOY_PEAKS",
     "TOY_SPECS",
     "EnvCore",
+    "EnvSpec",
     "EnvState",
     "Environment",
     "RunningStats",
@@ -46,6 +60,8 @@ __all__ = [
     "brax_env_names",
     "check_env_name",
     "double_well_reward",
+    "env_spec",
+    "import_env_modules",
     "init_stats",
     "list_envs",
     "make_bandit_core",
@@ -59,5 +75,9 @@ __all__ = [
     "normalize",
     "peaks_of",
     "playground_env_names",
+    "probe_states_of",
+    "register_env",
+    "registered_envs",
+    "unregister_env",
     "update_stats",
 ]

@@ -15,14 +15,20 @@ fractions" (the share of actions nearest each peak) measure whether a policy kee
   a * 90 degrees per step; reward = 1 - ((turn / 45 deg)^2 - 1)^2 = 1 - 16 (a^2 - 1/4)^2,
   a quartic well with equal maxima 1 at turns of -45 and +45 degrees and 0 at a = 0;
   obs = (cos h, sin h, t / episode_length). No termination; episodes end by truncation.
+
+Each `ToySpec` also carries the toy's probe states (the states at which `plots` histograms a
+policy's actions) and its reward as a function of the action; `registry` registers the toys
+with them like any environment registered with `register_env`.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from diffrl_jax.envs.base import EnvCore
@@ -34,11 +40,15 @@ THREE_PEAKS = (-0.7, 0.0, 0.7)
 
 class ToySpec(NamedTuple):
     """peaks: actions of the equal reward maxima; episode_length: the default time limit;
-    make_core(episode_length) -> EnvCore."""
+    make_core(episode_length) -> EnvCore; probe_states(num_states) -> (labels, raw obs
+    [S, obs_dim]); reward_of_action(a [...]) -> [...]: the reward of one step as a function
+    of the (first) action."""
 
     peaks: tuple[float, ...]
     episode_length: int
     make_core: Callable[[int], EnvCore]
+    probe_states: Callable[[int], tuple[list[str], np.ndarray]] | None = None
+    reward_of_action: Callable[[Array], Array] | None = None
 
 
 @struct.dataclass
@@ -59,7 +69,7 @@ def three_peak_reward(action: Array) -> Array:
     """[...] -> [...]: three Gaussian bumps of width BUMP_WIDTH at a = -0.7, 0, +0.7 (maxima
     1 + 2 exp(-24.5) ~ 1 at each: the neighbouring bumps add < 5e-11)."""
     bump = lambda c: jnp.exp(-0.5 * ((action - c) / BUMP_WIDTH) ** 2)
-    return sum(bump(c) for c in THREE_PEAKS)
+    return sum((bump(c) for c in THREE_PEAKS), start=jnp.zeros_like(action))
 
 
 def double_well_reward(action: Array) -> Array:
@@ -82,7 +92,7 @@ def make_bandit_core(episode_length: int = 1,
         return ToyState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)), jnp.ones(1)
 
     def step(state: ToyState, action: Array):
-        next_state = state.replace(t=state.t + 1)
+        next_state = dataclasses.replace(state, t=state.t + 1)
         return next_state, jnp.ones(1), reward_fn(action[0]), jnp.asarray(True)
 
     return EnvCore(1, 1, reset, step, _always_finite)
@@ -114,20 +124,34 @@ def make_double_well_core(episode_length: int = 10) -> EnvCore:
     return EnvCore(3, 1, reset, step, _always_finite)
 
 
+def bandit_probe_states(num_states: int) -> tuple[list[str], np.ndarray]:
+    """The bandits' one state whatever num_states is: (["the state (obs=[1])"], [[1.0]])."""
+    del num_states
+    return ["the state (obs=[1])"], np.ones((1, 1), np.float32)
+
+
+def double_well_probe_states(num_states: int) -> tuple[list[str], np.ndarray]:
+    """num_states headings h = -pi + 2 pi i / num_states (spread over [-pi, pi)) at t = 0:
+    obs [num_states, 3] = (cos h, sin h, 0), labelled like "h=-90°"."""
+    headings = -math.pi + 2 * math.pi * np.arange(num_states) / num_states
+    obs = np.stack([np.cos(headings), np.sin(headings), np.zeros(num_states)], axis=-1)
+    labels = [f"h={round(math.degrees(h))}°" for h in headings]
+    return labels, obs.astype(np.float32)
+
+
 TOY_SPECS: dict[str, ToySpec] = {
-    "toy/bandit": ToySpec(peaks=(-0.5, 0.5), episode_length=1, make_core=make_bandit_core),
+    "toy/bandit": ToySpec(peaks=(-0.5, 0.5), episode_length=1, make_core=make_bandit_core,
+                          probe_states=bandit_probe_states, reward_of_action=bandit_reward),
     "toy/double_well": ToySpec(
-        peaks=(-0.5, 0.5), episode_length=10, make_core=make_double_well_core
+        peaks=(-0.5, 0.5), episode_length=10, make_core=make_double_well_core,
+        probe_states=double_well_probe_states, reward_of_action=double_well_reward,
     ),
     "toy/three_peaks": ToySpec(peaks=THREE_PEAKS, episode_length=1,
-                               make_core=make_three_peaks_core),
+                               make_core=make_three_peaks_core,
+                               probe_states=bandit_probe_states,
+                               reward_of_action=three_peak_reward),
 }
 TOY_PEAKS: dict[str, tuple[float, ...]] = {name: s.peaks for name, s in TOY_SPECS.items()}
-
-
-def peaks_of(name: str) -> tuple[float, ...]:
-    """The reward-peak actions of environment `name`; () for one without declared peaks."""
-    return TOY_PEAKS.get(name, ())
 
 
 def nearest_peak(actions: Array, peaks: Sequence[float]) -> Array:
