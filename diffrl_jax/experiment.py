@@ -26,8 +26,15 @@ from diffrl_jax.checkpoints import (
     complete_checkpoint_steps,
     nonfinite_leaves,
 )
+from diffrl_jax.compile_progress import compile_programs
 from diffrl_jax.config_overrides import parse_overrides
-from diffrl_jax.envs import check_env_name, peaks_of
+from diffrl_jax.envs import (
+    check_env_name,
+    env_spec,
+    import_env_modules,
+    peaks_of,
+    probe_states_of,
+)
 from diffrl_jax.envs.brax_core import BRAX_BACKENDS
 from diffrl_jax.parallel import (
     gather_to_host,
@@ -40,7 +47,7 @@ from diffrl_jax.parallel import (
     wait_for_all_processes,
 )
 from diffrl_jax.parallel.mesh import check_divisible
-from diffrl_jax.plots import plot_run, sample_policy_actions, toy_probe_states
+from diffrl_jax.plots import plot_run, sample_policy_actions
 from diffrl_jax.presets import AUTHORS_PRESETS, apply_overrides, named_preset_overrides
 from diffrl_jax.run_logs import METRIC_FORMATS, PROGRESS_MODES, IntervalReporter, make_sinks
 from diffrl_jax.training import ALGOS, schedule_of, trainer_for
@@ -51,10 +58,10 @@ from diffrl_jax.validation import (
     require_writable_dir,
 )
 
-__all__ = ["ALGOS", "DEFAULT_ENV", "DivergenceMonitor", "RUN_CONFIG_FILE", "RunOptions",
+__all__ = ["ALGOS", "DEFAULT_ENV", "RUN_CONFIG_FILE", "DivergenceMonitor", "RunOptions",
            "accelerator_scale_warning", "build_summary", "config_differences",
            "config_from_dict", "config_to_dict", "enable_compilation_cache", "experiment_mesh",
-           "make_config", "requested_conflicts", "run_experiment"]
+           "host_cpu_tag", "make_config", "requested_conflicts", "run_experiment"]
 
 DEFAULT_ENV = "brax/inverted_pendulum"
 
@@ -192,13 +199,40 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "diffrl_jax" / "xla"
 
 
 def enable_compilation_cache(directory: str | Path | None = None) -> Path:
-    """Turns on JAX's persistent compilation cache (default `DIFFRL_JAX_CACHE` or
-    ~/.cache/diffrl_jax/xla), so a rerun of the same program loads instead of compiling."""
+    """Turns on JAX's persistent compilation cache, so a rerun or a resume of the same program
+    loads it instead of compiling; returns the folder used: `host_cpu_tag()` under `directory`
+    (default `DIFFRL_JAX_CACHE` or ~/.cache/diffrl_jax/xla). XLA builds a program's CPU code
+    for the CPU that compiles it and JAX's cache key does not name that CPU, so a cache shared
+    by machines with different CPUs (a network home directory) could load code that crashes
+    with SIGILL; one folder per CPU type keeps them apart."""
     path = Path(directory or os.environ.get("DIFFRL_JAX_CACHE") or DEFAULT_CACHE_DIR)
+    path = path / host_cpu_tag()
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     return path
+
+
+def host_cpu_tag() -> str:
+    """"host-<machine>-<12 hex digits>": the digits hash this CPU's model name and feature
+    flags (/proc/cpuinfo on Linux; `platform.processor()` elsewhere), so machines tag alike
+    exactly when XLA would build the same CPU code on them."""
+    import hashlib
+    import platform
+
+    described = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            fields = {}
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())  # the first CPU's
+        flags = fields.get("flags") or fields.get("Features") or ""
+        described = f"{fields.get('model name', '')}|{' '.join(sorted(flags.split()))}"
+    except OSError:
+        pass
+    digest = hashlib.sha256(described.encode()).hexdigest()[:12]
+    return f"host-{platform.machine() or 'cpu'}-{digest}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,13 +373,80 @@ def _saved_run(out: Path, resume_step: int | None) -> dict[str, Any]:
     return record
 
 
-def _write_saved_run(out: Path, config: Any, num_seeds: int, seed: int) -> None:
+def _write_saved_run(out: Path, config: Any, num_seeds: int, seed: int,
+                     imports: Sequence[str] = ()) -> None:
+    """imports: the modules that register environments (`import_env_modules`' records), to
+    import again on resume; env_source: the module that registered a user environment."""
     out.mkdir(parents=True, exist_ok=True)
+    spec = env_spec(config.env)
     record = {"algo": config.algo, "env": config.env, "num_seeds": num_seeds, "seed": seed,
+              "imports": list(imports), "env_source": spec.source if spec else None,
               "config": config_to_dict(config)}
+    _write_record(out, record)
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> None:
     tmp = out / f".{RUN_CONFIG_FILE}.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, out / RUN_CONFIG_FILE)
+
+
+def _run_imports(out: Path, imports: Sequence[str], resume: bool,
+                 main: bool) -> tuple[list[str], list[str]]:
+    """Imports the modules that register environments: `imports` (ImportError if one fails),
+    and on resume also those the run recorded in OUT/run_config.json (a failure there is
+    kept as a note: the environment may be registered otherwise). Returns (the imports, as
+    recorded, given and recorded; notes on recorded imports that failed). A resume given
+    new imports adds them to the record."""
+    imported = import_env_modules(imports)
+    if not resume:
+        return imported, []
+    path = out / RUN_CONFIG_FILE
+    try:
+        record = json.loads(path.read_text())
+        recorded = [str(x) for x in record.get("imports") or []]
+    except (OSError, ValueError, AttributeError):
+        return imported, []
+    notes = []
+    for spec in recorded:
+        if spec in imported:
+            continue
+        try:
+            import_env_modules([spec])
+        except ImportError as err:
+            notes.append(f"{err} (recorded in {path})")
+    merged = list(dict.fromkeys(recorded + imported))
+    if main and merged != recorded:
+        try:
+            _write_record(out, dict(record, imports=merged))
+        except OSError:  # an unwritable run directory is reported by the checks that follow
+            pass
+    return merged, notes
+
+
+def _require_run_env(env: str, out: Path, imported: Sequence[str], notes: Sequence[str],
+                     main: bool) -> None:
+    """ConfigError naming the environment and --import when the resumed run's environment
+    is not registered in this process."""
+    try:
+        check_env_name(env)
+    except ValueError as err:
+        try:
+            source = json.loads((out / RUN_CONFIG_FILE).read_text()).get("env_source")
+        except (OSError, ValueError, AttributeError):
+            source = None
+        raise ConfigError(
+            f"the run in {out} trains on environment {env!r}, which is not registered in this "
+            f"process ({err}). "
+            + (f"It was registered by module {source!r}. " if source else "")
+            + (f"Imports tried: {list(imported)}. " if imported else "")
+            + " ".join(notes)
+            + " Give the module that registers it with --import MODULE_OR_FILE.py "
+              "(run_experiment(..., imports=[...]))") from err
+    if main:
+        for note in notes:
+            print(f"note: {note}; {env!r} is registered regardless", file=sys.stderr,
+                  flush=True)
 
 
 def _check_requested(saved: Any, where: str, requested: dict[str, Any], num_seeds: int | None,
@@ -418,7 +519,8 @@ def run_experiment(algo: str | None, env: str | None, total_steps: int | None,
                    mesh: Mesh | None = None, preset: str | None = None,
                    settings: Sequence[str] = (),
                    options: RunOptions | None = None, resume: bool = False,
-                   resume_step: int | None = None, **overrides: Any) -> dict[str, Any]:
+                   resume_step: int | None = None, imports: Sequence[str] = (),
+                   **overrides: Any) -> dict[str, Any]:
     """Trains num_seeds seeds as one vmapped program on `mesh` (default: one device, see
     `experiment_mesh`), one evaluation interval per call, with a full-state checkpoint every
     `options.checkpoint_every` intervals; returns the summary, which the main process also
@@ -440,6 +542,9 @@ def run_experiment(algo: str | None, env: str | None, total_steps: int | None,
     completed run (summary.json says so) is returned as it is, with nothing compiled.
     `out` must be a directory that can be written (or created): ConfigError otherwise.
     progress: True ("bar"), False ("none") or a mode name.
+    imports: modules (names importable from sys.path or the working directory, or .py
+    files) imported first, for environments they register (`envs.register_env`); recorded in
+    OUT/run_config.json and, on resume, imported again with the given ones.
     """
     options = (options or RunOptions()).validate()
     if not isinstance(progress, str):
@@ -451,6 +556,7 @@ def run_experiment(algo: str | None, env: str | None, total_steps: int | None,
     given = None  # checked before anything is written
     requested = dict(algo=algo, env=env, backend=backend, preset=preset,
                      total_steps=total_steps, settings=settings, **overrides)
+    imported, import_notes = _run_imports(out, imports, resume, main)
     if not resume:
         if algo is None:
             raise ValueError("algo is required unless resuming")
@@ -491,13 +597,18 @@ def run_experiment(algo: str | None, env: str | None, total_steps: int | None,
                     return dict(previous, message=message, resumed_from=start_step,
                                 compile_seconds=0.0, train_seconds=0.0, wall_seconds=0.0,
                                 env_steps_per_second=None, stop_requested=False)
+            assert store is not None  # _resolve_resume refuses a run without checkpoints
             moved = store.supersede_after(start_step)
             if moved and main:
                 print(f"resuming from checkpoint {start_step}: the later checkpoints {moved} "
                       f"were moved to {out / SUPERSEDED_SUBDIR}", file=sys.stderr, flush=True)
+        assert config is not None  # a fresh run's, a saved config's or a checkpoint's
+        if resume:
+            _require_run_env(config.env, out, imported, import_notes, main)
         seed = 0 if seed is None else seed
         if meta is None and main:
-            _write_saved_run(out, config, num_seeds, seed)
+            assert num_seeds is not None  # checked above unless resumed from a saved config
+            _write_saved_run(out, config, num_seeds, seed, imported)
         warning = accelerator_scale_warning(config)
         if warning and main:
             print(warning, file=sys.stderr, flush=True)
@@ -531,11 +642,6 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
                                 sinks, progress if main else "none", start_env_steps,
                                 start_interval=done)
 
-    def seed_indexed(seed_index):
-        def report(metrics):
-            jax.debug.callback(reporter.record, seed_index, metrics)
-        return report
-
     if options.stop_after_steps is not None and done < num_intervals and main:
         stop_at = _stop_boundary(options.stop_after_steps, first_steps, per_interval, done,
                                  num_intervals)
@@ -546,23 +652,32 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
         print(f"[{config.algo} {config.env}] stop_after_steps {options.stop_after_steps:,d} "
               f"{where} (one interval is {per_interval:,d} env steps per seed)",
               file=sys.stderr, flush=True)
-    program = mesh_program(config, mesh, seed_indexed=seed_indexed)
+    # No host callback in the programs (JAX never writes a program with one to its persistent
+    # cache): each interval's metrics reach the reporter from the host once its call returns.
+    program = mesh_program(config, mesh)
     keys = global_seed_keys(seed, num_seeds, seed_sharding(mesh))
     abstract = program.abstract_state(keys)
     t_wall = time.perf_counter()
-    t = time.perf_counter()
     history: dict[str, np.ndarray] = {}
+    seeds_axis, data_axis = mesh_shape(mesh)
+    pieces = ([("initial state", lambda: program.init.lower(keys))] if meta is None else [])
+    pieces += ([("interval", lambda: program.chunk(1).lower(abstract))]
+               if done < num_intervals else [])
+    compiled, compiled_report = compile_programs(
+        pieces, f"{config.algo} {config.env}",
+        f"the {' and '.join(name for name, _ in pieces)} program{'s' if len(pieces) > 1 else ''}"
+        f" ({num_seeds} seed(s) on a {seeds_axis} x {data_axis} seed x data mesh)",
+        show=main and reporter.mode != "none", stream=reporter.stream,
+        interrupt_hint=_interrupt_hint(out, meta is not None))
+    compiled = dict(zip((name for name, _ in pieces), compiled, strict=True))
+    wait_for_all_processes("programs_compiled")
+    compile_seconds = compiled_report.seconds
     if meta is None:
-        init = program.init.lower(keys).compile()
-        wait_for_all_processes("init_compiled")
-        state = init(keys)
+        state = compiled["initial state"](keys)  # small next to compiling
     else:
         state, history = store.restore(start_step, abstract)
-    interval = program.chunk(1).lower(abstract).compile() if done < num_intervals else None
-    wait_for_all_processes("interval_compiled")
-    compile_seconds = time.perf_counter() - t  # the initial state's computation is small
+    interval = compiled.get("interval")
     if main:
-        seeds_axis, data_axis = mesh_shape(mesh)
         what = (f"resuming {num_seeds} seed(s) from {start_env_steps:,d}" if meta else
                 f"training {num_seeds} seed(s)")
         detail = (f"{what} to {sched['total_env_steps']:,d} env steps each on a {seeds_axis} x "
@@ -570,7 +685,7 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
         if done >= num_intervals:  # (summary.json was missing or not the checkpoint's)
             detail = (f"the run is already complete ({start_env_steps:,d} env steps); "
                       f"rebuilding its summary from the checkpoint")
-        reporter.compile_report(compile_seconds, detail)
+        reporter.compile_report(compile_seconds, f"{compiled_report.cache_summary()}; {detail}")
 
     status, message = "completed", None
     last_saved, saved_at = start_step, done
@@ -590,10 +705,12 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
     reporter.start()
     with _StopRequests() as stop, reporter:
         while done < num_intervals:
+            assert interval is not None  # compiled whenever an interval is left
             t = time.perf_counter()
             state, metrics = interval(state)
             metrics = gather_to_host(jax.block_until_ready(metrics))
             train_seconds += time.perf_counter() - t
+            _report_intervals(reporter, metrics)
             history = _append_history(history, metrics)
             done += 1
             env_steps = first_steps + done * per_interval
@@ -641,16 +758,49 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
         stop_requested=bool(stop_agreed or stop.requested),
         checkpoints={"dir": str(store.directory) if store else None,
                      "steps": (store.steps() if store else []), "last": last_saved},
-        mesh=dict(zip(mesh.axis_names, mesh_shape(mesh))), processes=jax.process_count(),
+        mesh=dict(zip(mesh.axis_names, mesh_shape(mesh), strict=True)), processes=jax.process_count(),
         session_note="compile_seconds, train_seconds, wall_seconds and env_steps_per_second "
                      "cover this session only (a resumed run's earlier sessions are not added)",
     )
-    plot_inputs = _plot_inputs(config, state) if options.plots else None  # a collective
-    if main:
+    notes = _env_notes(config.env, options.plots)
+    if notes:
+        summary["notes"] = notes
+    if main:  # written before any plot: a figure that fails cannot lose the summary
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        if options.plots:
-            plot_run(out, summary, *plot_inputs)
+        for note in notes:
+            print(f"[{config.algo} {config.env}] note: {note}", file=sys.stderr, flush=True)
+    if options.plots:
+        actions, labels, failed = _plot_inputs(config, state)  # a collective
+        if main:
+            plot_run(out, summary)
+            if actions is not None:
+                try:
+                    plot_run(out, summary, actions, labels, curves=False)
+                except Exception as err:  # noqa: BLE001 (an optional figure: reported, never fatal)
+                    failed = f"{type(err).__name__}: {err}"
+            if failed:
+                print(f"[{config.algo} {config.env}] note: no action_histogram.png ({failed})",
+                      file=sys.stderr, flush=True)
     return summary
+
+
+def _env_notes(env: str, plots: bool = True) -> list[str]:
+    """What a run on `env` leaves out because the environment does not declare it (reward
+    peaks: mode fractions; probe states: the action histogram), one note each."""
+    notes = []
+    if not peaks_of(env):
+        notes.append(f"{env} declares no reward peaks (register_env's peaks): no mode "
+                     f"fractions in summary.json")
+    if plots:
+        try:
+            probes = probe_states_of(env, 4)
+        except ValueError as err:  # a user's probe_states function: reported, never fatal
+            notes.append(f"{env}'s probe states cannot be used ({err}): no action_histogram.png")
+        else:
+            if probes is None:
+                notes.append(f"{env} declares no probe states (register_env's probe_states): "
+                             f"no action_histogram.png")
+    return notes
 
 
 class DivergenceMonitor:
@@ -681,6 +831,23 @@ class DivergenceMonitor:
                 f"(non-finite loss or gradients) in {int(self.worst[seed])} consecutive intervals")
 
 
+def _interrupt_hint(out: Path, resumed: bool) -> str:
+    """What an interrupted compilation leaves (see `compile_progress.compile_programs`)."""
+    if resumed:
+        return f"; {out} is as it was: continue with --resume {out}"
+    return (f"; {out} holds no results yet: --resume {out} starts its saved config afresh, "
+            f"or give it as --out again")
+
+
+def _report_intervals(reporter: IntervalReporter, metrics: dict[str, np.ndarray]) -> None:
+    """Hands each seed's metrics of each interval of a chunk ([seeds, intervals, ...]) to
+    the reporter."""
+    num_seeds, num_intervals = np.shape(metrics["env_steps"])[:2]
+    for i in range(num_intervals):
+        for s in range(num_seeds):
+            reporter.record(s, {k: np.asarray(v)[s, i] for k, v in metrics.items()})
+
+
 def _past(options: RunOptions, env_steps: int) -> bool:
     return options.stop_after_steps is not None and env_steps >= options.stop_after_steps
 
@@ -707,19 +874,29 @@ def _append_history(history: dict[str, np.ndarray], metrics: dict[str, Any]) -> 
 def _meta(config, num_seeds, seed, mesh, intervals_done) -> dict[str, Any]:
     return {"algo": config.algo, "env": config.env, "num_seeds": num_seeds, "seed": seed,
             "intervals_done": intervals_done, "num_intervals": config.num_evals,
-            "mesh": dict(zip(mesh.axis_names, mesh_shape(mesh))),
+            "mesh": dict(zip(mesh.axis_names, mesh_shape(mesh), strict=True)),
             "config": config_to_dict(config)}
 
 
-def _plot_inputs(config, state) -> tuple[Any, Any]:
-    """(actions, labels) for the action histogram: seed 0's final policy at a toy
-    environment's probe states; (None, None) elsewhere. Every process must call it."""
-    if not peaks_of(config.env):
-        return None, None
+def _plot_inputs(config, state) -> tuple[Any, Any, str | None]:
+    """(actions, labels, None) for the action histogram: seed 0's final policy at the
+    environment's probe states; (None, None, None) for an environment without probe states;
+    (None, None, why) when sampling them failed. Every process must call it."""
+    try:
+        probes = probe_states_of(config.env, 4)
+    except ValueError as err:
+        return None, None, f"its probe states cannot be used: {err}"
+    if probes is None:
+        return None, None, None
+    labels, obs = probes
     params, stats = gather_to_host((state.policy_params, state.obs_stats))
     params, stats = jax.tree.map(lambda x: np.asarray(x)[0], (params, stats))
-    labels, obs = toy_probe_states(config.env, 4)
-    return sample_policy_actions(config, params, stats, obs, 512, jax.random.PRNGKey(0)), labels
+    try:
+        actions = sample_policy_actions(config, params, stats, obs, 512, jax.random.PRNGKey(0))
+    except Exception as err:  # noqa: BLE001 (an optional figure's input: reported, never fatal)
+        return None, None, (f"sampling the policy at the probe states failed: "
+                            f"{type(err).__name__}: {err}")
+    return actions, labels, None
 
 
 def build_summary(config, metrics, num_seeds, sched, compile_seconds, train_seconds, wall_seconds):

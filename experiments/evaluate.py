@@ -4,8 +4,10 @@
 
 --checkpoint is the run directory that experiments/train.py wrote (its checkpoints/ folder);
 --step picks a checkpoint (default: the latest). Prints the mean return per seed and mode and
-writes DIR/evaluation_<step>.json (or --out FILE). Exit status 2 on a missing, corrupt or
-mismatched checkpoint.
+writes DIR/evaluation_<step>.json (or --out FILE). A run on an environment of your own
+imports the modules it recorded (DIR/run_config.json) again; --import MODULE_OR_FILE
+(repeatable) imports others first. Exit status 2 on a missing, corrupt or mismatched
+checkpoint, or an environment not registered.
 """
 
 import argparse
@@ -17,8 +19,9 @@ import jax
 
 from diffrl_jax.checkpoint_eval import evaluate_run, load_run
 from diffrl_jax.checkpoints import CheckpointError
-from diffrl_jax.cli import filter_known_warnings
-from diffrl_jax.experiment import enable_compilation_cache
+from diffrl_jax.cli import filter_known_warnings, filter_xla_noise
+from diffrl_jax.envs import import_env_modules
+from diffrl_jax.experiment import RUN_CONFIG_FILE, enable_compilation_cache
 from diffrl_jax.validation import require_writable_dir, require_writable_file
 
 filter_known_warnings()  # third-party noise (diffrl_jax.cli)
@@ -31,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=16, help="episodes per seed and mode")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     p.add_argument("--out", default=None, help="output JSON (default DIR/evaluation_<step>.json)")
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE_OR_FILE",
+                   help="import a module (or .py file) that registers environments with "
+                        "diffrl_jax.envs.register_env (repeatable); the run's recorded ones "
+                        "are imported too")
     p.add_argument("--no-compile-cache", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -43,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         elif Path(args.checkpoint).is_dir():  # where evaluation_<step>.json goes
             require_writable_dir("--checkpoint (evaluation_<step>.json is written there; or "
                                  "give --out)", args.checkpoint)
+        import_run_modules(Path(args.checkpoint), args.imports)
         run = load_run(args.checkpoint, args.step)
         result = evaluate_run(run, args.episodes, jax.random.PRNGKey(args.seed))
     except (ValueError, CheckpointError, ImportError) as err:  # ImportError: mujoco_playground
@@ -60,5 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def import_run_modules(run_dir: Path, imports: list[str]) -> None:
+    """Imports `imports` (ImportError if one fails), then the modules the run recorded in
+    run_dir/run_config.json (a failure there is a note: the environment may be registered
+    by the others)."""
+    given = import_env_modules(imports)
+    try:
+        recorded = json.loads((run_dir / RUN_CONFIG_FILE).read_text()).get("imports") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    for spec in recorded:
+        if spec not in given:
+            try:
+                import_env_modules([str(spec)])
+            except ImportError as err:
+                print(f"note: {err} (recorded in {run_dir / RUN_CONFIG_FILE})", file=sys.stderr)
+
+
 if __name__ == "__main__":
+    filter_xla_noise()  # XLA's cache-loading noise off stderr (diffrl_jax.cli)
     sys.exit(main())

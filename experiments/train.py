@@ -28,6 +28,12 @@ SLURM, Open MPI, Kubernetes and TPU pods; otherwise add --coordinator HOST:PORT
 --num-processes P --process-id I); the mesh then spans every host's devices and only
 process 0 prints and writes.
 
+Your own environment: `--import my_envs` (repeatable; a module importable from the working
+directory or PYTHONPATH, or a path to a .py file) imports a module that registers
+environments with `diffrl_jax.envs.register_env` before --env is checked, e.g.
+`--import my_envs.py --env user/three_peaks`. The run records its imports in
+OUT/run_config.json and --resume imports them again.
+
 Exit status: 0 done (or stopped by --stop-after-steps), 2 bad arguments, config or
 checkpoint, 3 stopped for non-finite updates, 130 interrupted.
 """
@@ -36,8 +42,9 @@ import argparse
 import sys
 
 from diffrl_jax.checkpoints import CheckpointError
-from diffrl_jax.cli import filter_known_warnings
+from diffrl_jax.cli import filter_known_warnings, filter_xla_noise
 from diffrl_jax.config_overrides import describe_fields
+from diffrl_jax.envs import import_env_modules
 from diffrl_jax.experiment import (
     ALGOS,
     DEFAULT_ENV,
@@ -60,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algo", choices=ALGOS, help="required unless --resume")
     p.add_argument("--env", default=None, help=f"default {DEFAULT_ENV} (with --resume: the run's)")
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE_OR_FILE",
+                   help="import a module (or .py file) that registers environments with "
+                        "diffrl_jax.envs.register_env, before --env is checked (repeatable)")
     p.add_argument("--backend", default=None, help="brax backend: mjx (default), spring, positional, generalized")
     p.add_argument("--preset", default=None, choices=preset_names(), help="named preset (default: default)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
@@ -117,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         config_args = dict(env=args.env, backend=args.backend, total_steps=args.total_steps,
                            preset=args.preset, settings=args.settings)
         if args.list_fields:
+            import_env_modules(args.imports)
             config = make_config(args.algo or "diffsac", args.env or DEFAULT_ENV,
                                  args.backend or "mjx", args.total_steps,
                                  preset=args.preset or "default", settings=args.settings)
@@ -147,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             num_seeds=args.num_seeds if args.num_seeds is not None else (None if resume else 1),
             seed=args.seed,
             progress=options.progress, options=options, resume=resume,
-            resume_step=args.resume_step, **config_args,
+            resume_step=args.resume_step, imports=args.imports, **config_args,
         )
     except (ValueError, CheckpointError, ImportError) as err:  # bad input, missing wandb
         print(f"error: {err}", file=sys.stderr)
@@ -170,4 +182,5 @@ def final_returns_line(summary: dict) -> str:
 
 
 if __name__ == "__main__":
+    filter_xla_noise()  # XLA's cache-loading noise off stderr (diffrl_jax.cli)
     sys.exit(main())
