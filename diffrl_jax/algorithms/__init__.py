@@ -2,9 +2,8 @@
 
 from diffrl_jax.algorithms.ppo import PPOBatch, gae, normalize_advantages, ppo_loss
 from diffrl_jax.algorithms.sac import sac_actor_objective, sac_critic_loss
+from diffrl_jax.algorithms.constraints import kernel_kl, kl_coef_loss
 from diffrl_jax.algorithms.wpo import (
-    kernel_kl,
-    kl_coef_loss,
     wpo_actor_loss,
     wpo_gradients,
     wpo_surrogate,

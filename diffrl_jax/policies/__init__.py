@@ -6,7 +6,13 @@ from diffrl_jax.policies.diffusion import (
     make_diffusion_policy,
     prior_entropy_per_dim,
 )
-from diffrl_jax.policies.factory import POLICY_KINDS, make_policy
+from diffrl_jax.policies.factory import (
+    POLICY_KINDS,
+    build_policy,
+    make_policy,
+    policy_kinds,
+    register_policy_kind,
+)
 from diffrl_jax.policies.gaussian import GaussianPolicyConfig, make_gaussian_policy
 from diffrl_jax.policies.schedules import SCHEDULES, step_schedule
 
@@ -20,7 +26,10 @@ __all__ = [
     "StepEval",
     "make_diffusion_policy",
     "make_gaussian_policy",
+    "build_policy",
     "make_policy",
+    "policy_kinds",
+    "register_policy_kind",
     "prior_entropy_per_dim",
     "scan_chain",
     "step_schedule",

@@ -1,6 +1,7 @@
-"""Trainers: each run is one pure function train(key, config) -> (state, metrics).
+"""Training loops: each run is one pure function train(key, config) -> (state, metrics).
 
-`trainer_for(algo)` gives the config class, schedule and train function of an algorithm, so
+The algorithm table (`training.algorithms`) says which loop and learner an algorithm uses;
+`trainer_for(algo)` gives the config class, schedule and train function of its loop, so
 callers (the experiment command, sweeps) treat every algorithm alike.
 """
 
@@ -8,17 +9,30 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from diffrl_jax.training import off_policy, on_policy
-from diffrl_jax.training.off_policy import OFF_POLICY_ALGOS, OffPolicyConfig, OffPolicyState
-from diffrl_jax.training.on_policy import ON_POLICY_ALGOS, OnPolicyConfig, OnPolicyState
+from diffrl_jax.training.algorithms import (
+    ALGORITHMS,
+    Algorithm,
+    algorithm,
+    algorithm_names,
+    build,
+    diffusion_algorithms,
+    gaussian_pairs,
+    is_diffusion,
+    policy_kind_of,
+    register_algorithm,
+)
+from diffrl_jax.training.config import LoopConfig
+from diffrl_jax.training.off_policy import OffPolicyConfig, OffPolicyState
+from diffrl_jax.training.on_policy import OnPolicyConfig, OnPolicyState
 from diffrl_jax.training.program import TrainProgram, run_intervals, run_program
 
 
 class Trainer(NamedTuple):
-    """config_class(algo=..., env=..., ...) -> config; schedule_of(config) -> dict with
-    "total_env_steps"; train(key, config, on_interval=None, batch_sharding=None) ->
-    (state, metrics); make_program(config, on_interval=None, batch_sharding=None) ->
+    """An algorithm's loop: config_class(algo=..., env=..., ...) -> config; schedule_of(config)
+    -> dict with "total_env_steps"; train(key, config, on_interval=None, batch_sharding=None)
+    -> (state, metrics); make_program(config, on_interval=None, batch_sharding=None) ->
     TrainProgram (the same run as init + interval, for drivers that checkpoint);
-    build(config) -> (env, policy, transform, critic or value network)."""
+    build(config) -> (env, policy, transform)."""
 
     config_class: type
     schedule_of: Callable[[Any], dict[str, int]]
@@ -27,29 +41,34 @@ class Trainer(NamedTuple):
     build: Callable[[Any], tuple[Any, ...]]
 
 
-TRAINERS: dict[str, Trainer] = {
-    **{algo: Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.train,
-                     off_policy.make_program, off_policy.build)
-       for algo in OFF_POLICY_ALGOS},
-    **{algo: Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.train,
-                     on_policy.make_program, on_policy.build)
-       for algo in ON_POLICY_ALGOS},
+LOOP_TRAINERS: dict[str, Trainer] = {
+    "off_policy": Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.train,
+                          off_policy.make_program, build),
+    "on_policy": Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.train,
+                         on_policy.make_program, build),
 }
-ALGOS = tuple(TRAINERS)
 
 
 def trainer_for(algo: str) -> Trainer:
-    """The trainer of `algo`; ValueError naming the allowed algorithms otherwise."""
-    if algo not in TRAINERS:
-        raise ValueError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
-    return TRAINERS[algo]
+    """The loop of `algo`; ValueError naming the allowed algorithms otherwise."""
+    return LOOP_TRAINERS[algorithm(algo).loop]
+
+
+def algos() -> tuple[str, ...]:
+    """Every algorithm's name, built-in and registered (`register_algorithm`)."""
+    return algorithm_names()
+
+
+ALGOS = algorithm_names()  # the built-in algorithms; `algos()` includes registered ones
+OFF_POLICY_ALGOS = algorithm_names("off_policy")
+ON_POLICY_ALGOS = algorithm_names("on_policy")
 
 
 def train(key: Any, config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None,
           batch_sharding: Any = None):
-    """Trains with the trainer of config.algo: train(key, config) -> (state, metrics), pure,
+    """Trains with the loop of config.algo: train(key, config) -> (state, metrics), pure,
     jit- and vmap-able (see `off_policy.train` and `on_policy.train`). batch_sharding: a
-    `diffrl_jax.parallel.BatchSharding` (use `diffrl_jax.parallel.mesh_train`)."""
+    `diffrl_jax.parallel.BatchSharding` (use `diffrl_jax.training.mesh_train`)."""
     return trainer_for(config.algo).train(key, config, on_interval, batch_sharding)
 
 
@@ -61,21 +80,34 @@ def make_program(config: Any, on_interval: Callable[[dict[str, Any]], None] | No
 
 
 def schedule_of(config: Any) -> dict[str, int]:
-    """The static loop lengths of config's trainer, including "total_env_steps"."""
+    """The static loop lengths of config's loop, including "total_env_steps"."""
     return trainer_for(config.algo).schedule_of(config)
 
+
 __all__ = [
+    "ALGORITHMS",
     "ALGOS",
+    "Algorithm",
+    "LOOP_TRAINERS",
+    "LoopConfig",
     "OFF_POLICY_ALGOS",
     "ON_POLICY_ALGOS",
     "OffPolicyConfig",
     "OffPolicyState",
     "OnPolicyConfig",
     "OnPolicyState",
-    "TRAINERS",
     "TrainProgram",
     "Trainer",
+    "algorithm",
+    "algorithm_names",
+    "algos",
+    "build",
+    "diffusion_algorithms",
+    "gaussian_pairs",
+    "is_diffusion",
     "make_program",
+    "policy_kind_of",
+    "register_algorithm",
     "run_intervals",
     "run_program",
     "schedule_of",
