@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from diffrl_jax.types import Array, Params, PRNGKey
@@ -47,8 +46,7 @@ def clipped_adam(learning_rate: Array | float, max_grad_norm: Array | float,
     learning rate decays linearly from learning_rate to 0 over that many updates (then stays
     at 0), as in PPO's MuJoCo and Atari settings."""
     if decay_steps is not None:
-        base = learning_rate  # PHASE1
-        learning_rate = lambda count: base * (1.0 - jnp.minimum(count, decay_steps) / decay_steps)  # noqa: E731
+        learning_rate = optax.linear_schedule(learning_rate, 0.0, decay_steps)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
 
 

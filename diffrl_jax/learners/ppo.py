@@ -108,7 +108,7 @@ def make_ppo_learner(setup: LearnerSetup) -> Learner:
         return value_net.apply(params, features)[..., 0]
 
     def init(key: PRNGKey) -> PPOState:
-        policy_key, value_key = key  # PHASE1
+        policy_key, value_key = jax.random.split(key)
         policy_params = policy.init(policy_key)
         value_params = value_net.init(value_key, transform.state_input(AugmentedState(
             obs=jnp.zeros((1, setup.obs_dim)),

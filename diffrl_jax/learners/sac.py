@@ -73,7 +73,7 @@ def soft_actor_critic(setup: LearnerSetup) -> SoftActorCritic:
     target_entropy = transform.target_entropy(config.target_entropy_multiplier)
 
     def init(key: PRNGKey) -> SACState:
-        policy_key, critic_key = key  # PHASE1
+        policy_key, critic_key = jax.random.split(key)
         policy_params = policy.init(policy_key)
         critic_input = transform.critic_input(
             AugmentedState(obs=jnp.zeros((1, setup.obs_dim)),
@@ -155,7 +155,7 @@ def make_sac_learner(setup: LearnerSetup) -> Learner:
 
     def update(state: SACState, batch: AugmentedTransition, key: PRNGKey
                ) -> tuple[SACState, Metrics]:
-        critic_key, actor_key, entropy_key = key  # PHASE1
+        critic_key, actor_key, entropy_key = jax.random.split(key, 3)
         alpha = sac.alpha(state)
         critic_params, critic_opt_state, critic_metrics = sac.critic_step(
             state, batch, alpha, critic_key)

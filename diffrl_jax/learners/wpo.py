@@ -45,7 +45,7 @@ def make_wpo_learner(setup: LearnerSetup) -> Learner:
 
     def update(state: WPOState, batch: AugmentedTransition, key: PRNGKey
                ) -> tuple[WPOState, Metrics]:
-        critic_key, actor_key, entropy_key = key  # PHASE1
+        critic_key, actor_key, entropy_key = jax.random.split(key, 3)
         alpha = sac.alpha(state)
         critic_params, critic_opt_state, critic_metrics = sac.critic_step(
             state, batch, alpha, critic_key)

@@ -196,8 +196,7 @@ def make_program(
 
     # ---- initial state -----------------------------------------------------------------
     def init(key: PRNGKey) -> OffPolicyState:
-        keys = jax.random.split(key, 5)  # PHASE1
-        ekey, rkey = keys[3], keys[4]
+        learner_key, env_key, key = jax.random.split(key, 3)
         example = ChainTransition(
             obs=jnp.zeros(env.obs_dim),
             latents=jnp.zeros((K + 1, env.action_dim)),
@@ -210,12 +209,12 @@ def make_program(
             next_prior_latent=jnp.zeros(env.action_dim),
         )
         state = OffPolicyState(
-            learner=learner.init(keys[1:3]),
+            learner=learner.init(learner_key),
             buffer=replay_init(example, config.buffer_size),
-            env_state=shard(env.reset(ekey, N)),
+            env_state=shard(env.reset(env_key, N)),
             obs_stats=init_stats(env.obs_dim),
             episode_return=shard(jnp.zeros(N)),
-            key=rkey,
+            key=key,
             env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
         )
@@ -241,12 +240,11 @@ def make_program(
 
     # ---- one gradient update, guarded -------------------------------------------------
     def update(ts: OffPolicyState, key: PRNGKey) -> tuple[OffPolicyState, tuple[dict[str, Array], Array]]:
-        keys = jax.random.split(key, 5)  # PHASE1
-        sample_key, step_key, learn_key = keys[0], keys[1], keys[2:]
+        sample_key, prepare_key, learn_key = jax.random.split(key, 3)
         items = shard(replay_sample(ts.buffer, sample_key, B))
         items = items.replace(obs=norm(ts.obs_stats, items.obs),
                               next_obs=norm(ts.obs_stats, items.next_obs))
-        learner_state, batch, stats = learner.prepare(ts.learner, items, step_key)
+        learner_state, batch, stats = learner.prepare(ts.learner, items, prepare_key)
         learner_state, metrics = learner.update(learner_state, batch, learn_key)
         metrics = dict(stats, **metrics)
         # a non-finite loss or gradient skips the whole update (counted in the metrics)

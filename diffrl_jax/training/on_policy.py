@@ -242,14 +242,13 @@ def make_program(
 
     # ---- initial state -----------------------------------------------------------------
     def init(key: PRNGKey) -> OnPolicyState:
-        keys = jax.random.split(key, 5)  # PHASE1
-        ekey, rkey = keys[3], keys[4]
+        learner_key, env_key, key = jax.random.split(key, 3)
         return OnPolicyState(
-            learner=learner.init(keys[1:3]),
-            env_state=shard(env.reset(ekey, N)),
+            learner=learner.init(learner_key),
+            env_state=shard(env.reset(env_key, N)),
             obs_stats=init_stats(env.obs_dim),
             episode_return=shard(jnp.zeros(N)),
-            key=rkey,
+            key=key,
             env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
         )
@@ -279,18 +278,19 @@ def make_program(
             obs=policy_obs(ts.obs_stats, transitions.obs, config.normalize_obs),
             next_obs=policy_obs(ts.obs_stats, transitions.next_obs, config.normalize_obs),
         )
-        key, epochs_key = jax.random.split(ts.key)
-        prepared, batch, rollout_stats = learner.prepare(ts.learner, normalized, epochs_key)
+        key, prepare_key, epochs_key = jax.random.split(ts.key, 3)
+        prepared, batch, rollout_stats = learner.prepare(ts.learner, normalized, prepare_key)
         learner_state = keep_if_finite(all_finite(prepared), prepared, ts.learner)
 
         def epoch(learner_state, epoch_key):
-            order = jax.random.permutation(epoch_key, num_transitions)
+            order_key, update_key = jax.random.split(epoch_key)
+            order = jax.random.permutation(order_key, num_transitions)
             shuffled = jax.tree.map(
                 lambda x: x[order].reshape((config.num_minibatches, minibatch) + x.shape[1:]),
                 batch,
             )
             shuffled = shard(shuffled, 1)  # each minibatch split over devices
-            keys = jax.random.split(epoch_key, config.num_minibatches)  # PHASE1
+            keys = jax.random.split(update_key, config.num_minibatches)
             return jax.lax.scan(minibatch_step, learner_state, (shuffled, keys))
 
         learner_state, (metrics, ok) = jax.lax.scan(
