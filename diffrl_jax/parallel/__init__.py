@@ -1,16 +1,14 @@
 """Beyond one device: a ("seed", "data") device mesh for the seed and environment batches
-(`mesh`), and several processes in one run (`multihost`)."""
+(`mesh`: shardings; the mesh training programs are `diffrl_jax.training.mesh_train` and
+`mesh_program`), and several processes in one run (`multihost`)."""
 
 from diffrl_jax.parallel.mesh import (
     DATA_AXIS,
     SEED_AXIS,
     BatchSharding,
-    MeshProgram,
     constrain_batch,
     make_mesh,
-    mesh_program,
     mesh_shape,
-    mesh_train,
     parse_mesh_shape,
     seed_sharding,
 )
@@ -25,22 +23,19 @@ from diffrl_jax.parallel.multihost import (
 )
 
 __all__ = [
-    "BatchSharding",
     "DATA_AXIS",
-    "MeshProgram",
-    "ProcessInfo",
     "SEED_AXIS",
+    "BatchSharding",
+    "ProcessInfo",
     "constrain_batch",
     "gather_to_host",
     "global_seed_keys",
     "initialize",
     "is_main_process",
     "make_mesh",
-    "mesh_program",
     "mesh_shape",
-    "mesh_train",
     "parse_mesh_shape",
     "process_info",
-    "wait_for_all_processes",
     "seed_sharding",
+    "wait_for_all_processes",
 ]

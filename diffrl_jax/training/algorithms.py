@@ -9,9 +9,8 @@ run with the diffusion policy on the DA-MDP: the learner never asks which policy
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from diffrl_jax.learners import Learner, LearnerSetup, make_ppo_learner, make_sac_learner
-from diffrl_jax.learners import make_wpo_learner
 from diffrl_jax.envs import Environment, make_env
+from diffrl_jax.learners import Learner, LearnerSetup, make_ppo_learner, make_sac_learner, make_wpo_learner
 from diffrl_jax.policies import Policy, build_policy, policy_kinds
 from diffrl_jax.transforms import make_diffusion_loss
 from diffrl_jax.transforms.diffusion_loss import DiffusionLoss

@@ -21,7 +21,7 @@ from diffrl_jax.validation import (
     require_positive,
 )
 
-static = lambda default: struct.field(pytree_node=False, default=default)  # noqa: E731
+static = lambda default: struct.field(pytree_node=False, default=default)
 
 
 def is_plain_number(value: Any) -> bool:

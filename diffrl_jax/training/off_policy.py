@@ -44,6 +44,7 @@ from diffrl_jax.validation import (
     require_layer_sizes,
 )
 
+
 @struct.dataclass
 class OffPolicyConfig(LoopConfig):
     """The off-policy loop's and its learners' fields (the shared ones are `LoopConfig`'s).
