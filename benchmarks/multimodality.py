@@ -594,8 +594,8 @@ def run_overrides(algo: str, env: str, quick: bool, settings: Sequence[str] = ()
 
 def final_temperature(config: Any, state: Any, num_seeds: int) -> np.ndarray:
     """[seeds]: the temperature at the end of training. Off-policy (SAC, WPO and Diff):
-    exp(state.log_alpha) when config.learn_alpha, else config.init_alpha; on-policy (PPO,
-    DiffPPO): the entropy coefficient, exp(state.log_entropy_coef) when
+    exp(state.learner.log_alpha) when config.learn_alpha, else config.init_alpha; on-policy
+    (PPO, DiffPPO): the entropy coefficient, exp(state.learner.log_entropy_coef) when
     config.learn_entropy_coef, else config.entropy_coef."""
     if _is_off_policy(config):
         learned, log_value, fixed = config.learn_alpha, "log_alpha", config.init_alpha
@@ -603,7 +603,7 @@ def final_temperature(config: Any, state: Any, num_seeds: int) -> np.ndarray:
         learned, log_value, fixed = (config.learn_entropy_coef, "log_entropy_coef",
                                      config.entropy_coef)
     if learned:
-        values = np.exp(np.asarray(getattr(state, log_value), dtype=np.float64))
+        values = np.exp(np.asarray(getattr(state.learner, log_value), dtype=np.float64))
         return np.broadcast_to(values, (num_seeds,)).copy()
     return np.full(num_seeds, float(fixed))
 
@@ -629,7 +629,7 @@ def sample_seed_actions(config: Any, state: Any, obs: Any, num_samples: int,
     observations obs [S, obs_dim] (normalised with the seed's statistics when
     config.normalize_obs), seed i with key jax.random.split(key, seeds)[i]; per seed the
     computation of `plots.sample_policy_actions`, vmapped over the state's seed axis."""
-    _, policy, transform, _ = trainer_for(config.algo).build(config)
+    _, policy, transform = trainer_for(config.algo).build(config)
     obs = jnp.asarray(obs, jnp.float32)
     num_states, n = obs.shape[0], int(num_samples)
     num_seeds = jax.tree.leaves(state.policy_params)[0].shape[0]

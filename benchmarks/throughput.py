@@ -112,7 +112,7 @@ import numpy as np
 from diffrl_jax.envs import BRAX_BACKENDS, brax_env_names, init_stats, peaks_of
 from diffrl_jax.experiment import config_to_dict, make_config
 from diffrl_jax.policies import GaussianPolicyConfig
-from diffrl_jax.training import off_policy, on_policy, schedule_of, train
+from diffrl_jax.training import build, schedule_of, train
 from diffrl_jax.training.evaluation import evaluate_policy
 
 ALGOS = ("ppo", "sac")
@@ -531,8 +531,7 @@ class OursRunner:
         self.compiled = jax.jit(run).lower(jax.random.PRNGKey(0)).compile()
         self.compile_seconds = time.perf_counter() - t0 + cache_savings().seconds - saved
 
-        module = on_policy if algo == "ppo" else off_policy
-        env, policy, transform = module.build(config)[:3]
+        env, policy, transform = build(config)
         peaks = peaks_of(config.env)
 
         def evaluate(key, params, stats):

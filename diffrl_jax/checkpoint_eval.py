@@ -15,10 +15,10 @@ import numpy as np
 from diffrl_jax.checkpoints import CheckpointStore
 from diffrl_jax.envs import peaks_of
 from diffrl_jax.experiment import config_from_dict, experiment_mesh
-from diffrl_jax.parallel import gather_to_host, global_seed_keys, mesh_program, seed_sharding
+from diffrl_jax.parallel import gather_to_host, global_seed_keys, seed_sharding
 from diffrl_jax.policies.diffusion import DETERMINISTIC_SAMPLERS
 from diffrl_jax.sweep import member_policy
-from diffrl_jax.training import trainer_for
+from diffrl_jax.training import is_diffusion, mesh_program, trainer_for
 from diffrl_jax.training.evaluation import evaluate_policy
 from diffrl_jax.types import PRNGKey
 
@@ -63,7 +63,7 @@ def seed_policy(run: LoadedRun, seed_index: int) -> tuple[Any, Any, Any]:
 
 def _deterministic_mode(config: Any) -> str:
     """What the deterministic evaluation of config's policy does, in words."""
-    if config.algo.startswith("diff"):  # the diffusion algorithms: diffsac, diffwpo, diffppo
+    if is_diffusion(config):
         return DETERMINISTIC_SAMPLERS[config.diffusion.deterministic_sampler]
     return "the Gaussian's mean action, squashed"
 
@@ -75,7 +75,7 @@ def evaluate_run(run: LoadedRun, episodes: int, key: PRNGKey | None = None) -> d
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     config = run.config
-    env, _, transform, _ = trainer_for(config.algo).build(config)
+    env, _, transform = trainer_for(config.algo).build(config)
     peaks = peaks_of(config.env)
     num_seeds = run.meta["num_seeds"]
     key = jax.random.PRNGKey(0) if key is None else key

@@ -298,8 +298,8 @@ def _field_choices(cls: type) -> dict[str, tuple[str, ...]]:
     from diffrl_jax.networks.activations import ACTIVATIONS
     from diffrl_jax.policies.diffusion import DETERMINISTIC_SAMPLERS
     from diffrl_jax.policies.schedules import SCHEDULES
-    from diffrl_jax.training.off_policy import OFF_POLICY_ALGOS, OffPolicyConfig
-    from diffrl_jax.training.on_policy import ON_POLICY_ALGOS, OnPolicyConfig
+    from diffrl_jax.policies import policy_kinds
+    from diffrl_jax.training import OffPolicyConfig, OnPolicyConfig, algorithm_names
     from diffrl_jax.transforms.damdp import DISCOUNT_MODES
     from diffrl_jax.transforms.diffusion_loss import ESTIMATORS
 
@@ -307,12 +307,12 @@ def _field_choices(cls: type) -> dict[str, tuple[str, ...]]:
         "env": tuple(list_envs()), "backend": tuple(BRAX_BACKENDS), "estimator": ESTIMATORS,
         "discount_mode": DISCOUNT_MODES, "advantage_normalization": ADVANTAGE_NORMALIZATIONS,
         "schedule": SCHEDULES, "activation": tuple(ACTIVATIONS),
-        "deterministic_sampler": tuple(DETERMINISTIC_SAMPLERS),
+        "deterministic_sampler": tuple(DETERMINISTIC_SAMPLERS), "policy_kind": policy_kinds(),
     }
     if cls is OffPolicyConfig:
-        choices["algo"] = OFF_POLICY_ALGOS
+        choices["algo"] = algorithm_names("off_policy")
     elif cls is OnPolicyConfig:
-        choices["algo"] = ON_POLICY_ALGOS
+        choices["algo"] = algorithm_names("on_policy")
     return {k: tuple(str(v) for v in vals) for k, vals in choices.items()}
 
 

@@ -41,7 +41,6 @@ from diffrl_jax.parallel import (
     global_seed_keys,
     is_main_process,
     make_mesh,
-    mesh_program,
     mesh_shape,
     seed_sharding,
     wait_for_all_processes,
@@ -50,7 +49,7 @@ from diffrl_jax.parallel.mesh import check_divisible
 from diffrl_jax.plots import plot_run, sample_policy_actions
 from diffrl_jax.presets import AUTHORS_PRESETS, apply_overrides, named_preset_overrides
 from diffrl_jax.run_logs import METRIC_FORMATS, PROGRESS_MODES, IntervalReporter, make_sinks
-from diffrl_jax.training import ALGOS, schedule_of, trainer_for
+from diffrl_jax.training import ALGOS, mesh_program, schedule_of, trainer_for
 from diffrl_jax.validation import (
     ConfigError,
     require_choice,

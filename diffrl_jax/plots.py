@@ -199,7 +199,7 @@ def sample_policy_actions(config: Any, policy_params: Params, obs_stats: Running
     build = trainer_for(config.algo).build  # ValueError for an unknown algorithm
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    _, policy, transform, _ = build(config)
+    _, policy, transform = build(config)
     obs = jnp.asarray(obs, jnp.float32)
     if obs.ndim != 2 or obs.shape[1] != policy.obs_dim:
         raise ValueError(f"obs must have shape [num_states, obs_dim={policy.obs_dim}], "

@@ -183,6 +183,20 @@ def preset_overrides(algo: str, env: str) -> dict[str, Any]:
     return dict(PRESETS.get((algo, "*"), {}))
 
 
+def register_preset(algo: str, env: str, overrides: dict[str, Any]) -> None:
+    """Makes `overrides` the default settings of (algo, env); env "*": of every env without
+    its own preset. For algorithms added with `diffrl_jax.training.register_algorithm`: the
+    built-in algorithms' presets cannot be replaced (ValueError)."""
+    from diffrl_jax.training.algorithms import BUILTIN_ALGORITHMS, algorithm
+
+    algorithm(algo)  # ValueError naming the known algorithms
+    if algo in BUILTIN_ALGORITHMS:
+        raise ValueError(f"the presets of the built-in algorithm {algo!r} cannot be replaced")
+    if not isinstance(overrides, dict):
+        raise ValueError(f"overrides must be a dict of config fields, got {overrides!r}")
+    PRESETS[(algo, env)] = dict(overrides)
+
+
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     """config.replace(**overrides) with a clear error for unknown fields."""
     names = {f.name for f in dataclasses.fields(config)}

@@ -77,7 +77,7 @@ from diffrl_jax.score_stats import (
     normalize_scores,
     stratified_bootstrap_ci,
 )
-from diffrl_jax.training import ALGOS, schedule_of
+from diffrl_jax.training import ALGOS, gaussian_pairs, schedule_of
 
 __all__ = [
     "DEFAULT_ALGOS", "DEFAULT_PAIRING", "EVAL_MODE", "METHOD_FIELDS", "PAIRINGS", "PAIRS",
@@ -111,8 +111,8 @@ class Task:
 
 
 # Diff variant -> the Gaussian algorithm it extends.
-PAIRS: tuple[tuple[str, str], ...] = (("diffsac", "sac"), ("diffwpo", "wpo"), ("diffppo", "ppo"))
-DEFAULT_ALGOS: tuple[str, ...] = ("sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo")
+PAIRS: tuple[tuple[str, str], ...] = gaussian_pairs()  # of the built-in algorithms
+DEFAULT_ALGOS: tuple[str, ...] = ALGOS
 
 # DM Control returns: rewards in [0, 1] for 1000 steps. Brax inverted_pendulum: 1 per step
 # upright, 1000 steps.

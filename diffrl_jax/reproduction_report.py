@@ -16,23 +16,24 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from diffrl_jax.training.algorithms import gaussian_pairs
+
 __all__ = ["format_interval", "format_number", "interval_figure", "learning_curves_figure",
            "markdown_tables", "strict_json", "write_results"]
 
 RESULTS_JSON, RESULTS_MD, PLOTS_DIR = "results.json", "results.md", "plots"
 INTERVALS_FILE = "iqm_intervals.png"
-# Styling: a Diff algorithm -> the Gaussian algorithm it extends (the pair shares a colour;
-# the Diff one is drawn solid, the Gaussian one dashed).
-_DIFF_TO_GAUSSIAN = {"diffsac": "sac", "diffwpo": "wpo", "diffppo": "ppo"}
 
 
+# Styling: a Diff algorithm and the Gaussian algorithm it extends (`gaussian_pairs`) share a
+# colour; the Diff one is drawn solid, the Gaussian one dashed.
 def _is_diff(algo: str) -> bool:
-    return algo in _DIFF_TO_GAUSSIAN
+    return algo in dict(gaussian_pairs())
 
 
 def _family(algo: str) -> str:
     """The Gaussian algorithm of algo's pair (algo itself when it is Gaussian or unpaired)."""
-    return _DIFF_TO_GAUSSIAN.get(algo, algo)
+    return dict(gaussian_pairs()).get(algo, algo)
 
 
 # ---- numbers ----------------------------------------------------------------------------------

@@ -52,11 +52,11 @@ def test_the_temperature_reuses_the_actors_chains_when_they_are_whole(algo, esti
     computed from them: then every update's entropy is prior_entropy - K * mean l of the
     actor's samples, and so are the interval means. Per-step actors see single replayed
     steps, so their temperature draws fresh chains and the two differ."""
-    from diffrl_jax.training.off_policy import build
+    from diffrl_jax.training import build
 
     config = tiny_config(algo=algo, estimator=estimator)
     _, metrics = jax.jit(lambda k: train(k, config))(jax.random.PRNGKey(1))
-    _, policy, transform, _ = build(config)
+    _, policy, transform = build(config)
     per_term = 1 if estimator == "full_chain" else policy.num_steps
     from_actor = policy.prior_entropy - per_term * np.asarray(metrics["step_log_ratio"])
     if reuses:
@@ -87,7 +87,7 @@ def test_per_step_temperature_samples_entropy_chains_chains(algo):
 
 
 def test_entropy_chain_count_defaults_rounds_to_data_shards_and_is_validated():
-    from diffrl_jax.training.off_policy import entropy_chain_count
+    from diffrl_jax.learners import entropy_chain_count
 
     config = tiny_config(batch_size=256)
     assert entropy_chain_count(config, 8) == 32  # ceil(256 / 8)
@@ -154,14 +154,16 @@ def test_wpo_state_keeps_a_target_policy_and_a_kl_multiplier():
     for name in ("kl", "kl_coef", "action_grad_q_norm", "actor_loss", "entropy", "alpha"):
         assert metrics[name].shape == (config.num_evals,) and np.all(np.isfinite(metrics[name]))
     # a bound far below the KL the updates produce drives the multiplier up
-    assert float(np.exp(state.log_kl_coef)) > 0.5
+    assert float(np.exp(state.learner.log_kl_coef)) > 0.5
     assert np.max(metrics["kl"]) > 1e-4
     # the target follows the policy but lags it
     lag = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
-           zip(jax.tree.leaves(state.policy_params), jax.tree.leaves(state.target_policy_params))]
+           zip(jax.tree.leaves(state.policy_params), jax.tree.leaves(state.learner.target_policy_params))]
     assert 0 < max(lag)
     sac_state, _ = jax.jit(lambda k: train(k, tiny_config("sac")))(jax.random.PRNGKey(0))
-    assert sac_state.target_policy_params is None and sac_state.log_kl_coef is None
+    # each learner owns its state: SAC's has no fields of WPO's
+    assert not hasattr(sac_state.learner, "target_policy_params")
+    assert not hasattr(sac_state.learner, "log_kl_coef")
 
 
 def test_fixed_temperature_stays_put_and_may_be_zero():

@@ -10,7 +10,7 @@ from diffrl_jax import ConfigError
 from diffrl_jax.experiment import make_config
 from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig
 from diffrl_jax.training import OnPolicyConfig, schedule_of, train
-from diffrl_jax.training.on_policy import _optimizer
+from diffrl_jax.learners import clipped_adam
 
 TINY = dict(
     total_env_steps=128, num_envs=4, unroll_length=4, num_epochs=2, num_minibatches=2,
@@ -64,7 +64,7 @@ def test_entropy_coefficient_fixed_or_learned_towards_the_target():
         learned = tiny_config(learn_entropy_coef=True, entropy_coef_lr=0.1,
                               target_entropy_multiplier=multiplier)
         state, metrics = jax.jit(lambda k: train(k, learned))(jax.random.PRNGKey(0))
-        change = float(np.exp(state.log_entropy_coef)) - 0.05
+        change = float(np.exp(state.learner.log_entropy_coef)) - 0.05
         assert direction * change > 0.01, (multiplier, metrics["entropy_coef"], metrics["entropy"])
 
 
@@ -78,7 +78,7 @@ def test_dppo_with_zero_entropy_coefficient_runs_without_soft_reward():
 
 def test_annealed_learning_rate_decays_linearly_to_zero():
     decay_steps = 4
-    opt = _optimizer(1e-2, 1e6, decay_steps)
+    opt = clipped_adam(1e-2, 1e6, decay_steps)
     params = jnp.zeros(3)
     state = opt.init(params)
     steps = []
@@ -87,7 +87,7 @@ def test_annealed_learning_rate_decays_linearly_to_zero():
         steps.append(float(jnp.abs(update).max()))
     # Adam's normalised step with a constant gradient is lr itself: 1e-2 * (1 - count / 4)
     np.testing.assert_allclose(steps, [1e-2, 7.5e-3, 5e-3, 2.5e-3, 0.0], rtol=1e-3, atol=1e-9)
-    constant = _optimizer(1e-2, 1e6, None)
+    constant = clipped_adam(1e-2, 1e6, None)
     update, _ = constant.update(jnp.ones(3), constant.init(params))
     np.testing.assert_allclose(jnp.abs(update), 1e-2, rtol=1e-3)
 

@@ -93,7 +93,8 @@ MESH_CHECK = """
     import json, re
     import jax, numpy as np
     from diffrl_jax.experiment import make_config
-    from diffrl_jax.parallel import make_mesh, mesh_train
+    from diffrl_jax.parallel import make_mesh
+    from diffrl_jax.training import mesh_train
     from diffrl_jax.training import train
 
     assert len(jax.devices()) == 4
@@ -157,7 +158,7 @@ def test_interval_chunks_donate_the_state_and_update_it_in_place():
     """The chunk program aliases its whole input state to its output (no second copy of the
     replay buffer), deletes the given state and still gives mesh_train's result."""
     from diffrl_jax.experiment import make_config
-    from diffrl_jax.parallel import mesh_program, mesh_train
+    from diffrl_jax.training import mesh_program, mesh_train
 
     config = make_config("sac", "toy/bandit", "mjx", 800, num_evals=2, learning_starts=64,
                          buffer_size=4096)

@@ -12,7 +12,8 @@ from diffrl_jax.networks.critic import EnsembleCritic
 from diffrl_jax.networks.mlp import MLP
 from diffrl_jax.policies import GaussianPolicyConfig, make_gaussian_policy
 from diffrl_jax.policies import make_diffusion_policy
-from diffrl_jax.training.on_policy import OnPolicyConfig, rollout_batch
+from diffrl_jax.learners.ppo import rollout_batch
+from diffrl_jax.training.on_policy import OnPolicyConfig
 from diffrl_jax.transforms import AugmentedState, ChainTransition, make_diffusion_loss
 
 from conftest import small_diffusion_config

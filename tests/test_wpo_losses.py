@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from diffrl_jax.algorithms.wpo import (
-    kernel_kl,
-    kl_coef_loss,
-    wpo_actor_loss,
-    wpo_gradients,
-    wpo_surrogate,
-)
+from diffrl_jax.algorithms.constraints import kernel_kl, kl_coef_loss
+from diffrl_jax.algorithms.wpo import wpo_actor_loss, wpo_gradients, wpo_surrogate
 from diffrl_jax.policies import GaussianPolicyConfig, make_diffusion_policy, make_gaussian_policy
 from diffrl_jax.policies.kernels import diag_gaussian_kl, diag_gaussian_log_density
 from diffrl_jax.transforms import AugmentedState, make_diffusion_loss

@@ -27,8 +27,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from diffrl_jax.algorithms.constraints import kernel_kl
 from diffrl_jax.algorithms.sac import sac_actor_objective
-from diffrl_jax.policies.kernels import diag_gaussian_kl
 from diffrl_jax.transforms.damdp import AugmentedState
 from diffrl_jax.transforms.diffusion_loss import DiffusionLoss
 from diffrl_jax.types import Array, Params, PRNGKey
@@ -64,15 +64,6 @@ def wpo_gradients(
 def wpo_surrogate(g_l: Array, g_q: Array, alpha: Array | float) -> Array:
     """sum_d sg(alpha * g_l - g_Q)_d * (g_l)_d per sample: [..., A] -> [...]."""
     return jnp.sum(jax.lax.stop_gradient(alpha * g_l - g_q) * g_l, axis=-1)
-
-
-def kernel_kl(
-    target_params: Params, policy_params: Params, state: AugmentedState, transform: DiffusionLoss
-) -> Array:
-    """KL(p_target(. | s~) || p_theta(. | s~)) of the Gaussian step kernels, [...]."""
-    mean0, std0 = jax.lax.stop_gradient(transform.kernel(target_params, state))
-    mean1, std1 = transform.kernel(policy_params, state)
-    return diag_gaussian_kl(mean0, std0, mean1, std1)
 
 
 def wpo_actor_loss(
@@ -128,9 +119,3 @@ def _only(params: Params, mask) -> Params:
 
 def _negate(mask):
     return jax.tree.map(lambda m: not m, mask)
-
-
-def kl_coef_loss(log_kl_coef: Array, kl: Array, kl_bound: Array | float) -> Array:
-    """Dual loss of the bound KL <= kl_bound: exp(log c) * sg(kl_bound - kl); descending it
-    raises the multiplier while the KL exceeds the bound and lowers it otherwise."""
-    return jnp.exp(log_kl_coef) * jax.lax.stop_gradient(kl_bound - kl)

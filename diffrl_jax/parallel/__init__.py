@@ -1,16 +1,14 @@
 """Beyond one device: a ("seed", "data") device mesh for the seed and environment batches
-(`mesh`), and several processes in one run (`multihost`)."""
+(`mesh`: shardings; the mesh training programs are `diffrl_jax.training.mesh_train` and
+`mesh_program`), and several processes in one run (`multihost`)."""
 
 from diffrl_jax.parallel.mesh import (
     DATA_AXIS,
     SEED_AXIS,
     BatchSharding,
-    MeshProgram,
     constrain_batch,
     make_mesh,
-    mesh_program,
     mesh_shape,
-    mesh_train,
     parse_mesh_shape,
     seed_sharding,
 )
@@ -28,7 +26,6 @@ __all__ = [
     "DATA_AXIS",
     "SEED_AXIS",
     "BatchSharding",
-    "MeshProgram",
     "ProcessInfo",
     "constrain_batch",
     "gather_to_host",
@@ -36,9 +33,7 @@ __all__ = [
     "initialize",
     "is_main_process",
     "make_mesh",
-    "mesh_program",
     "mesh_shape",
-    "mesh_train",
     "parse_mesh_shape",
     "process_info",
     "seed_sharding",

@@ -1,9 +1,10 @@
-"""Training on a device mesh: the seed batch and the environment batch split over devices.
+"""The device mesh: the seed batch and the environment batch split over devices.
 
-A mesh has two axes, "seed" and "data". `mesh_train(config, mesh)` compiles the vmapped seed
-batch with its seed axis split over "seed" (`jax.vmap(..., spmd_axis_name="seed")`), and each
-trainer keeps its environment batch (environment states, rollouts, sampled minibatches) split
-over "data" through `BatchSharding.constrain`. Parameters and optimiser states are replicated
+A mesh has two axes, "seed" and "data". `diffrl_jax.training.mesh_train(config, mesh)`
+compiles the vmapped seed batch with its seed axis split over "seed"
+(`jax.vmap(..., spmd_axis_name="seed")`), and each training loop keeps its environment
+batch (environment states, rollouts, sampled minibatches) split over "data" through
+`BatchSharding.constrain`. Parameters and optimiser states are replicated
 over "data"; XLA's partitioner turns the mean over a split minibatch into a cross-device
 reduction of the gradients. Everything stays one `jax.jit` program (GSPMD, no per-device
 code), so a 1 x 1 mesh is exactly the single-device run and the same code spans several hosts
@@ -11,23 +12,29 @@ once `diffrl_jax.parallel.multihost.initialize` has run (the mesh then holds eve
 devices).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from diffrl_jax.types import Array, PRNGKey
+from diffrl_jax.types import Array
 
 SEED_AXIS = "seed"
 DATA_AXIS = "data"
 
-__all__ = ["BatchSharding", "DATA_AXIS", "MeshProgram", "SEED_AXIS", "constrain_batch",
-           "make_mesh", "mesh_program", "mesh_shape", "mesh_train", "parse_mesh_shape",
-           "seed_sharding"]
+__all__ = [
+    "DATA_AXIS",
+    "SEED_AXIS",
+    "BatchSharding",
+    "constrain_batch",
+    "make_mesh",
+    "mesh_shape",
+    "parse_mesh_shape",
+    "seed_sharding",
+]
 
 
 class BatchSharding(NamedTuple):
@@ -108,92 +115,3 @@ def check_divisible(config: Any, num_seeds: int, mesh: Mesh) -> None:
         raise ValueError(f"num_seeds ({num_seeds}) must be a multiple of the mesh's {seeds} seed shards")
     if config.num_envs % data:
         raise ValueError(f"num_envs ({config.num_envs}) must be a multiple of the mesh's {data} data shards")
-
-
-def mesh_train(config: Any, mesh: Mesh,
-               on_interval: Callable[[dict[str, Array]], None] | None = None,
-               seed_indexed: Callable[[Array], Callable[[dict[str, Array]], None]] | None = None
-               ) -> Callable[[PRNGKey], tuple[Any, dict[str, Array]]]:
-    """keys [S] -> (state, metrics), each leaf with a leading seed axis of size S, as one
-    jitted program on `mesh`: seeds split over "seed", environments over "data".
-
-    on_interval: as for `train`; seed_indexed(seed_index) -> on_interval instead, when the
-    callback needs to know which seed reports. S must be a multiple of the seed shards and
-    config.num_envs of the data shards. The result equals `jax.vmap(train)(keys)` up to
-    floating-point reduction order.
-    """
-    from diffrl_jax.training import train  # the trainers import this module
-
-    batch = BatchSharding(mesh)
-    seeds = seed_sharding(mesh)
-
-    def run(keys: PRNGKey):
-        check_divisible(config, keys.shape[0], mesh)  # at trace time: shapes are static
-
-        def one(key, seed_index):
-            callback = seed_indexed(seed_index) if seed_indexed is not None else on_interval
-            return train(key, config, callback, batch_sharding=batch)
-
-        return jax.vmap(one, spmd_axis_name=SEED_AXIS)(keys, jnp.arange(keys.shape[0]))
-
-    return jax.jit(run, in_shardings=seeds, out_shardings=seeds)
-
-
-class MeshProgram(NamedTuple):
-    """A vmapped seed batch on a mesh, as separately compiled pieces (for drivers that
-    checkpoint between chunks of intervals): init(keys [S]) -> state; chunk(n) -> a jitted
-    state -> (state, metrics [S, n, ...]) running n intervals, which donates its input state
-    (its arrays are deleted by the call, unless something outside JAX, e.g. a NumPy view,
-    still references them: then XLA copies as without donation); abstract_state(keys) -> the
-    state's `jax.ShapeDtypeStruct`s with their shardings; num_intervals of the whole run.
-    Chunks run in sequence give the same state and metrics as `mesh_train`."""
-
-    init: Callable[[PRNGKey], Any]
-    chunk: Callable[[int], Callable[[Any], tuple[Any, dict[str, Array]]]]
-    abstract_state: Callable[[PRNGKey], Any]
-    num_intervals: int
-
-
-def mesh_program(config: Any, mesh: Mesh,
-                 seed_indexed: Callable[[Array], Callable[[dict[str, Array]], None]] | None = None
-                 ) -> MeshProgram:
-    """`mesh_train`'s run split into init and chunks of intervals (see `MeshProgram`);
-    seed_indexed(seed_index) -> on_interval as for `mesh_train`."""
-    from diffrl_jax.training import make_program, run_intervals  # the trainers import this module
-
-    batch = BatchSharding(mesh)
-    seeds = seed_sharding(mesh)
-
-    def program(seed_index: Array | None):
-        callback = seed_indexed(seed_index) if seed_indexed is not None and seed_index is not None else None
-        return make_program(config, callback, batch)
-
-    def init(keys: PRNGKey) -> Any:
-        check_divisible(config, keys.shape[0], mesh)
-        return jax.vmap(program(None).init, spmd_axis_name=SEED_AXIS)(keys)
-
-    jitted_init = jax.jit(init, in_shardings=seeds, out_shardings=seeds)
-    chunks: dict[int, Callable[[Any], tuple[Any, dict[str, Array]]]] = {}
-
-    def chunk(num_intervals: int) -> Callable[[Any], tuple[Any, dict[str, Array]]]:
-        if num_intervals not in chunks:
-            def run(state: Any) -> tuple[Any, dict[str, Array]]:
-                num_seeds = jax.tree.leaves(state)[0].shape[0]
-
-                def one(ts, seed_index):
-                    return run_intervals(program(seed_index), ts, num_intervals)
-
-                return jax.vmap(one, spmd_axis_name=SEED_AXIS)(state, jnp.arange(num_seeds))
-
-            # the state is donated: XLA updates it (the replay buffer above all) in place
-            # instead of holding an input and an output copy; the caller must not reuse it
-            chunks[num_intervals] = jax.jit(run, in_shardings=seeds, out_shardings=seeds,
-                                            donate_argnums=0)
-        return chunks[num_intervals]
-
-    def abstract_state(keys: PRNGKey) -> Any:
-        shapes = jax.eval_shape(init, keys)
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=seeds), shapes)
-
-    return MeshProgram(init=jitted_init, chunk=chunk, abstract_state=abstract_state,
-                       num_intervals=program(None).num_intervals)

@@ -6,7 +6,13 @@ from diffrl_jax.policies.diffusion import (
     make_diffusion_policy,
     prior_entropy_per_dim,
 )
-from diffrl_jax.policies.factory import POLICY_KINDS, make_policy
+from diffrl_jax.policies.factory import (
+    POLICY_KINDS,
+    build_policy,
+    make_policy,
+    policy_kinds,
+    register_policy_kind,
+)
 from diffrl_jax.policies.gaussian import GaussianPolicyConfig, make_gaussian_policy
 from diffrl_jax.policies.schedules import SCHEDULES, step_schedule
 
@@ -18,10 +24,13 @@ __all__ = [
     "GaussianPolicyConfig",
     "Policy",
     "StepEval",
+    "build_policy",
     "make_diffusion_policy",
     "make_gaussian_policy",
     "make_policy",
+    "policy_kinds",
     "prior_entropy_per_dim",
+    "register_policy_kind",
     "scan_chain",
     "step_schedule",
 ]

@@ -1,84 +1,70 @@
-"""Trainers: each run is one pure function train(key, config) -> (state, metrics).
+"""Training loops: each run is one pure function train(key, config) -> (state, metrics).
 
-`trainer_for(algo)` gives the config class, schedule and train function of an algorithm, so
+The algorithm table (`training.algorithms`) says which loop and learner an algorithm uses;
+`trainer_for(algo)` gives the config class, schedule and train function of its loop, so
 callers (the experiment command, sweeps) treat every algorithm alike.
 """
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
-
-from diffrl_jax.training import off_policy, on_policy
-from diffrl_jax.training.off_policy import OFF_POLICY_ALGOS, OffPolicyConfig, OffPolicyState
-from diffrl_jax.training.on_policy import ON_POLICY_ALGOS, OnPolicyConfig, OnPolicyState
+from diffrl_jax.training.algorithms import (
+    ALGORITHMS,
+    Algorithm,
+    algorithm,
+    algorithm_names,
+    build,
+    diffusion_algorithms,
+    gaussian_pairs,
+    is_diffusion,
+    policy_kind_of,
+    register_algorithm,
+)
+from diffrl_jax.training.config import LoopConfig
+from diffrl_jax.training.mesh_programs import MeshProgram, mesh_program, mesh_train
+from diffrl_jax.training.off_policy import OffPolicyConfig, OffPolicyState
+from diffrl_jax.training.on_policy import OnPolicyConfig, OnPolicyState
 from diffrl_jax.training.program import TrainProgram, run_intervals, run_program
-
-
-class Trainer(NamedTuple):
-    """config_class(algo=..., env=..., ...) -> config; schedule_of(config) -> dict with
-    "total_env_steps"; train(key, config, on_interval=None, batch_sharding=None) ->
-    (state, metrics); make_program(config, on_interval=None, batch_sharding=None) ->
-    TrainProgram (the same run as init + interval, for drivers that checkpoint);
-    build(config) -> (env, policy, transform, critic or value network)."""
-
-    config_class: type
-    schedule_of: Callable[[Any], dict[str, int]]
-    train: Callable[..., tuple[Any, dict[str, Any]]]
-    make_program: Callable[..., TrainProgram]
-    build: Callable[[Any], tuple[Any, ...]]
-
-
-TRAINERS: dict[str, Trainer] = {
-    **{algo: Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.train,
-                     off_policy.make_program, off_policy.build)
-       for algo in OFF_POLICY_ALGOS},
-    **{algo: Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.train,
-                     on_policy.make_program, on_policy.build)
-       for algo in ON_POLICY_ALGOS},
-}
-ALGOS = tuple(TRAINERS)
-
-
-def trainer_for(algo: str) -> Trainer:
-    """The trainer of `algo`; ValueError naming the allowed algorithms otherwise."""
-    if algo not in TRAINERS:
-        raise ValueError(f"unknown algorithm {algo!r}; allowed: {list(ALGOS)}")
-    return TRAINERS[algo]
-
-
-def train(key: Any, config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None,
-          batch_sharding: Any = None):
-    """Trains with the trainer of config.algo: train(key, config) -> (state, metrics), pure,
-    jit- and vmap-able (see `off_policy.train` and `on_policy.train`). batch_sharding: a
-    `diffrl_jax.parallel.BatchSharding` (use `diffrl_jax.parallel.mesh_train`)."""
-    return trainer_for(config.algo).train(key, config, on_interval, batch_sharding)
-
-
-def make_program(config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None,
-                 batch_sharding: Any = None) -> TrainProgram:
-    """The run of config.algo as a `TrainProgram` (init, interval, num_intervals):
-    `run_program(make_program(config), key)` is `train(key, config)`."""
-    return trainer_for(config.algo).make_program(config, on_interval, batch_sharding)
-
-
-def schedule_of(config: Any) -> dict[str, int]:
-    """The static loop lengths of config's trainer, including "total_env_steps"."""
-    return trainer_for(config.algo).schedule_of(config)
+from diffrl_jax.training.runs import (
+    ALGOS,
+    LOOP_TRAINERS,
+    OFF_POLICY_ALGOS,
+    ON_POLICY_ALGOS,
+    Trainer,
+    algos,
+    make_program,
+    schedule_of,
+    train,
+    trainer_for,
+)
 
 __all__ = [
+    "ALGORITHMS",
     "ALGOS",
+    "LOOP_TRAINERS",
     "OFF_POLICY_ALGOS",
     "ON_POLICY_ALGOS",
+    "Algorithm",
+    "LoopConfig",
+    "MeshProgram",
     "OffPolicyConfig",
     "OffPolicyState",
     "OnPolicyConfig",
     "OnPolicyState",
-    "TRAINERS",
     "TrainProgram",
     "Trainer",
+    "algorithm",
+    "algorithm_names",
+    "algos",
+    "build",
+    "diffusion_algorithms",
+    "gaussian_pairs",
+    "is_diffusion",
     "make_program",
+    "mesh_program",
+    "mesh_train",
+    "policy_kind_of",
+    "register_algorithm",
     "run_intervals",
     "run_program",
     "schedule_of",
-    "trainer_for",
     "train",
+    "trainer_for",
 ]
