@@ -296,9 +296,9 @@ def _field_choices(cls: type) -> dict[str, tuple[str, ...]]:
     from diffrl_jax.envs import list_envs
     from diffrl_jax.envs.brax_core import BRAX_BACKENDS
     from diffrl_jax.networks.activations import ACTIVATIONS
+    from diffrl_jax.policies import policy_kinds
     from diffrl_jax.policies.diffusion import DETERMINISTIC_SAMPLERS
     from diffrl_jax.policies.schedules import SCHEDULES
-    from diffrl_jax.policies import policy_kinds
     from diffrl_jax.training import OffPolicyConfig, OnPolicyConfig, algorithm_names
     from diffrl_jax.transforms.damdp import DISCOUNT_MODES
     from diffrl_jax.transforms.diffusion_loss import ESTIMATORS
