@@ -97,8 +97,10 @@ def filter_xla_noise(patterns: "tuple[str, ...]" = XLA_NOISE) -> bool:
         original = os.dup(2)
         proc = subprocess.Popen([sys.executable, "-S", "-c", _FILTER_PROGRAM, *patterns],
                                 stdin=subprocess.PIPE, stdout=original)
-        os.dup2(proc.stdin.fileno(), 2)
-        proc.stdin.close()  # fd 2 is now this process's only end of the pipe
+        stdin = proc.stdin
+        assert stdin is not None  # stdin=PIPE
+        os.dup2(stdin.fileno(), 2)
+        stdin.close()  # fd 2 is now this process's only end of the pipe
     except (OSError, ValueError):
         return False
     _filter = (proc, original)

@@ -56,9 +56,12 @@ def add_exit_hook(hook: Callable[[], None]) -> None:
 
 def cache_directory() -> str | None:
     """The persistent compilation cache's directory, None when the cache is off."""
-    if not jax.config.jax_enable_compilation_cache:
+    # JAX adds its options to `jax.config` as attributes at run time (unknown to a type
+    # checker); `jax.config.read` refuses options that have a context manager, as these do.
+    config: Any = jax.config
+    if not config.jax_enable_compilation_cache:
         return None
-    return jax.config.jax_compilation_cache_dir or None
+    return config.jax_compilation_cache_dir or None
 
 
 class CacheWatch:
@@ -98,7 +101,7 @@ class CacheWatch:
         if event == LOOKUP_EVENT:
             watch.outcomes.setdefault(watch.program, "miss")  # until a hit says otherwise
         elif event == HIT_EVENT:
-            watch._set("hit")
+            watch._set(watch.program, "hit")
         elif event == WRITE_EVENT:
             watch.written.add(watch.program)
 
@@ -109,17 +112,18 @@ class CacheWatch:
         watch = cls._active.get(threading.get_ident())
         if watch is not None and watch.program is not None and isinstance(record.msg, str):
             if record.msg.startswith(MISS_RECORD):
-                watch._set("miss")
+                watch._set(watch.program, "miss")
             elif record.msg.startswith(HIT_RECORD):
-                watch._set("hit")
+                watch._set(watch.program, "hit")
         return cls._saved_level is None or record.levelno >= cls._saved_level
 
-    def _set(self, outcome: str) -> None:
-        self.outcomes[self.program] = outcome
-        if (self.program, outcome) not in self._announced:
-            self._announced.add((self.program, outcome))
+    def _set(self, program: str, outcome: str) -> None:
+        """Records `outcome` of `program` (the one being compiled: `self.program`)."""
+        self.outcomes[program] = outcome
+        if (program, outcome) not in self._announced:
+            self._announced.add((program, outcome))
             if self.on_outcome is not None:
-                self.on_outcome(self.program, outcome)
+                self.on_outcome(program, outcome)
 
     def __enter__(self) -> CacheWatch:
         cls = type(self)
@@ -137,7 +141,8 @@ class CacheWatch:
     def __exit__(self, *exc: Any) -> None:
         cls = type(self)
         with cls._lock:
-            cls._active.pop(self.thread, None)
+            if self.thread is not None:  # None only when __enter__ did not run
+                cls._active.pop(self.thread, None)
             if not cls._active:
                 logging.getLogger(COMPILER_LOGGER).setLevel(cls._logger_level)
                 cls._saved_level = None
@@ -199,9 +204,9 @@ def compile_programs(programs: Sequence[tuple[str, Callable[[], Any]]], label: s
     Called in the main thread, SIGINT and SIGTERM end the process within `poll_seconds`:
     "[label] SIGINT while compiling: stopped{interrupt_hint}" on stderr, flushed, the exit
     hooks run, `os._exit(130)`. Errors of lowering or compiling are raised here."""
-    stream = sys.stdout if stream is None else stream
+    out: TextIO = sys.stdout if stream is None else stream
     prefix = f"[{label}] " if label else ""
-    tty = show and _is_terminal(stream)
+    tty = show and _is_terminal(out)
     cache_dir = cache_directory()
     lines: list[str] = []  # lines for the main thread to print (the worker only queues them)
     lines_lock = threading.Lock()
@@ -233,7 +238,7 @@ def compile_programs(programs: Sequence[tuple[str, Callable[[], Any]]], label: s
 
     if show:
         print(f"{prefix}compiling {what}; persistent compilation cache: {cache_dir or 'off'}",
-              file=stream, flush=True)
+              file=out, flush=True)
     t0 = time.perf_counter()
     signals: list[int] = []
     in_main = threading.current_thread() is threading.main_thread()
@@ -253,25 +258,25 @@ def compile_programs(programs: Sequence[tuple[str, Callable[[], Any]]], label: s
                 pending, lines[:] = list(lines), []
             if pending:
                 if ticking:
-                    stream.write("\r\x1b[K")
+                    out.write("\r\x1b[K")
                 for line in pending:
-                    print(line, file=stream)
-                stream.flush()
+                    print(line, file=out)
+                out.flush()
                 ticking = False
             if signals:
-                _exit_interrupted(signals[0], prefix, interrupt_hint, stream, ticking)
+                _exit_interrupted(signals[0], prefix, interrupt_hint, out, ticking)
             if finished.is_set():
                 break
             now = time.perf_counter()
             if tty and now >= next_tick:
-                stream.write(f"\r\x1b[K{prefix}compiling: {now - t0:.0f} s")
-                stream.flush()
+                out.write(f"\r\x1b[K{prefix}compiling: {now - t0:.0f} s")
+                out.flush()
                 ticking = True
                 next_tick = now + tick_seconds
     finally:
         if ticking:
-            stream.write("\r\x1b[K")
-            stream.flush()
+            out.write("\r\x1b[K")
+            out.flush()
         for s, handler in previous.items():
             signal.signal(s, handler)
     if failure:

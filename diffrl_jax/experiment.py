@@ -365,7 +365,8 @@ def _saved_run(out: Path, resume_step: int | None) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
         config_from_dict(record["config"])
-        int(record["num_seeds"]), int(record["seed"])
+        int(record["num_seeds"])
+        int(record["seed"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); nothing "
                               f"to resume") from err
@@ -784,9 +785,12 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
 
 
 def _env_notes(env: str, plots: bool = True) -> list[str]:
-    """What a run on `env` leaves out because the environment does not declare it (reward
-    peaks: mode fractions; probe states: the action histogram), one note each."""
-    notes = []
+    """What a run on a registered `env` (a toy or a user's) leaves out because the
+    environment does not declare it (reward peaks: mode fractions; probe states: the action
+    histogram), one note each; none for Brax and Playground tasks, which have neither."""
+    notes: list[str] = []
+    if env_spec(env) is None:
+        return notes
     if not peaks_of(env):
         notes.append(f"{env} declares no reward peaks (register_env's peaks): no mode "
                      f"fractions in summary.json")

@@ -127,7 +127,7 @@ def test_sigint_while_compiling_exits_130_at_once_and_the_run_resumes(tmp_path):
                                "compilation cache: "), lines
     time.sleep(1.0)  # inside XLA's C++ compilation (about 3 s for this program on 2 cores)
     code, seconds, err = _interrupt(proc, signal.SIGINT)
-    assert code == 130 and seconds < 10, (code, seconds, err)
+    assert code == 130 and seconds < 20, (code, seconds, err)
     assert (f"[ppo toy/bandit] SIGINT while compiling: stopped; {run} holds no results yet: "
             f"--resume {run} starts its saved config afresh") in err, err
     assert "Traceback" not in err
@@ -148,7 +148,7 @@ def test_sigterm_while_compiling_exits_130_and_leaves_a_reusable_directory(tmp_p
     assert "persistent compilation cache: off" in lines[-1]
     time.sleep(2.0)  # tracing, then XLA
     code, seconds, err = _interrupt(proc, signal.SIGTERM)
-    assert code == 130 and seconds < 10, (code, seconds, err)
+    assert code == 130 and seconds < 20, (code, seconds, err)
     assert "SIGTERM while compiling: stopped" in err
     # what a later run sees (checked here without compiling again): nothing recorded, the
     # saved config readable, so --resume starts it afresh and the same --out is reused

@@ -125,3 +125,23 @@ def test_algorithm_registration_errors_name_the_problem():
         algorithm("a2c")
     with pytest.raises(ValueError, match="cannot be replaced"):
         register_preset("sac", "*", {})
+
+
+def test_the_readme_example_of_a_policy_kind_and_an_algorithm_runs(tmp_path):
+    """README's 'Your own policy or algorithm' code block, run as a script."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- user-algorithm-example -->\s*```python\n(.*?)```", text, re.S)
+    assert block, "README.md lacks the marked 'Your own policy or algorithm' example"
+    script = tmp_path / "example.py"
+    script.write_text(block.group(1) + "\nassert metrics['eval_return'].shape == (2,)\n"
+                      "assert 16 in {x.shape[-1] for x in jax.tree.leaves(state.policy_params)"
+                      " if x.ndim == 2}\nprint('example ok')\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "example ok" in result.stdout

@@ -386,3 +386,13 @@ def test_readme_example_runs(tmp_path):
     assert summary["env"] == "user/three_peaks" and summary["status"] == "completed"
     assert len(summary["mode_peaks"]) == 3
     assert (tmp_path / "runs" / "my_three_peaks" / "action_histogram.png").exists()
+
+
+def test_brax_and_playground_runs_get_no_notes_about_peaks_or_probe_states():
+    """Only registered environments (toys, users') can declare peaks or probe states; a
+    locomotion task's summary says nothing about them."""
+    from diffrl_jax.experiment import _env_notes
+
+    assert _env_notes("brax/inverted_pendulum") == []
+    assert _env_notes("playground/CartpoleSwingup") == []
+    assert _env_notes("toy/bandit") == []  # declares both

@@ -14,7 +14,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -222,8 +222,7 @@ def _probe_function(name: str, probe_states: Any,
         if probe_labels is not None:
             raise ValueError(f"register_env({name!r}): probe_labels go with fixed probe states; "
                              f"a probe_states function returns its own labels")
-        function: ProbeStates = probe_states
-        return function
+        return cast(ProbeStates, probe_states)
     try:
         obs = np.asarray(probe_states, np.float32)
     except (TypeError, ValueError) as err:

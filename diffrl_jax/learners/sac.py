@@ -52,6 +52,7 @@ class SoftActorCritic(NamedTuple):
     critic_step: Callable[[Any, AugmentedTransition, Array, PRNGKey], tuple[Params, Any, Metrics]]
     temperature_step: Callable[[Any, Params, AugmentedState, PolicyTerms | None, PRNGKey],
                                tuple[Any, Any, Metrics]]
+    advance: Callable[..., Any]
     policy_optimizer: optax.GradientTransformation
     critic: EnsembleCritic
 
@@ -140,17 +141,31 @@ def soft_actor_critic(setup: LearnerSetup) -> SoftActorCritic:
         log_alpha = optax.apply_updates(state.log_alpha, updates)
         return log_alpha, alpha_opt_state, {"entropy": entropy, "alpha_loss": alpha_loss}
 
+    def advance(state: Any, policy_params: Params, policy_opt_state: Any, critic_params: Params,
+                critic_opt_state: Any, log_alpha: Array, alpha_opt_state: Any) -> Any:
+        """state with SAC's fields replaced by an update's results and the critic's Polyak
+        target moved towards the new critic at rate tau."""
+        return state.replace(
+            policy_params=policy_params,
+            policy_opt_state=policy_opt_state,
+            critic_params=critic_params,
+            target_critic_params=optax.incremental_update(
+                critic_params, state.target_critic_params, config.tau),
+            critic_opt_state=critic_opt_state,
+            log_alpha=log_alpha,
+            alpha_opt_state=alpha_opt_state,
+        )
+
     return SoftActorCritic(init=init, prepare=prepare, alpha=alpha, critic_step=critic_step,
-                           temperature_step=temperature_step, policy_optimizer=policy_opt,
-                           critic=critic)
+                           temperature_step=temperature_step, advance=advance,
+                           policy_optimizer=policy_opt, critic=critic)
 
 
 def make_sac_learner(setup: LearnerSetup) -> Learner:
     """SAC on the DA-MDP: per update, the critic's step, then the actor's (reparameterised
     alpha * l - min Q at the updated critic), then the temperature's, then the Polyak target."""
     sac = soft_actor_critic(setup)
-    config, transform = setup.config, setup.transform
-    actor_loss = sampled_loss(transform, sac_actor_objective)
+    actor_loss = sampled_loss(setup.transform, sac_actor_objective)
 
     def update(state: SACState, batch: AugmentedTransition, key: PRNGKey
                ) -> tuple[SACState, Metrics]:
@@ -167,16 +182,8 @@ def make_sac_learner(setup: LearnerSetup) -> Learner:
         metrics = dict(critic_metrics, actor_loss=loss,
                        step_log_ratio=jnp.mean(actor_terms.log_ratio), alpha=alpha,
                        **temperature_metrics)
-        return SACState(
-            policy_params=policy_params,
-            policy_opt_state=policy_opt_state,
-            critic_params=critic_params,
-            target_critic_params=optax.incremental_update(
-                critic_params, state.target_critic_params, config.tau),
-            critic_opt_state=critic_opt_state,
-            log_alpha=log_alpha,
-            alpha_opt_state=alpha_opt_state,
-        ), metrics
+        return sac.advance(state, policy_params, policy_opt_state, critic_params,
+                           critic_opt_state, log_alpha, alpha_opt_state), metrics
 
     return Learner(init=sac.init, prepare=sac.prepare, update=update,
                    acting_params=lambda state: state.policy_params)

@@ -60,15 +60,9 @@ def make_wpo_learner(setup: LearnerSetup) -> Learner:
             state, policy_params, batch.state, None, entropy_key)
         metrics = dict(critic_metrics, **actor_metrics, kl_coef=kl_coef, alpha=alpha,
                        **temperature_metrics)
-        return WPOState(
-            policy_params=policy_params,
-            policy_opt_state=policy_opt_state,
-            critic_params=critic_params,
-            target_critic_params=optax.incremental_update(
-                critic_params, state.target_critic_params, config.tau),
-            critic_opt_state=critic_opt_state,
-            log_alpha=log_alpha,
-            alpha_opt_state=alpha_opt_state,
+        state = sac.advance(state, policy_params, policy_opt_state, critic_params,
+                            critic_opt_state, log_alpha, alpha_opt_state)
+        return state.replace(
             target_policy_params=optax.incremental_update(
                 policy_params, state.target_policy_params, config.policy_tau),
             log_kl_coef=log_kl_coef,

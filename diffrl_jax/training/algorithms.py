@@ -106,3 +106,12 @@ def build(config: Any) -> tuple[Environment, Policy, DiffusionLoss]:
     transform = make_diffusion_loss(policy, config.discount_mode,
                                     getattr(config, "estimator", "per_step"))
     return env, policy, transform
+
+
+def make_learner(config: Any, env: Environment, policy: Policy, transform: DiffusionLoss,
+                 shard: Callable[[Any], Any], data_shards: int, total_updates: int) -> Learner:
+    """The learner of config.algo for a loop (see `LearnerSetup` for the arguments)."""
+    return algorithm(config.algo).make_learner(LearnerSetup(
+        config=config, obs_dim=env.obs_dim, action_dim=env.action_dim, policy=policy,
+        transform=transform, shard=shard, data_shards=data_shards, total_updates=total_updates,
+    ))

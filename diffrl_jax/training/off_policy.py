@@ -22,16 +22,15 @@ import jax.numpy as jnp
 from flax import struct
 
 from diffrl_jax.buffers import ReplayBuffer, replay_add, replay_init, replay_sample
-from diffrl_jax.envs import EnvState, RunningStats, init_stats, peaks_of, update_stats
-from diffrl_jax.learners import LearnerSetup
+from diffrl_jax.envs import RunningStats, init_stats, peaks_of, update_stats
 from diffrl_jax.learners.sac import entropy_chain_count
 from diffrl_jax.parallel.mesh import BatchSharding, constrain_batch
 from diffrl_jax.policies import policy_kinds
-from diffrl_jax.training.algorithms import algorithm, algorithm_names, build
+from diffrl_jax.training.algorithms import algorithm_names, build, make_learner
 from diffrl_jax.training.collection import StepCounters, interval_metrics, policy_obs, step_envs
 from diffrl_jax.training.config import LoopConfig, is_plain_number, static
 from diffrl_jax.training.guards import all_finite, keep_if_finite, masked_means, masked_sums
-from diffrl_jax.training.program import TrainProgram, run_program
+from diffrl_jax.training.program import LoopState, TrainProgram
 from diffrl_jax.transforms import ChainTransition
 from diffrl_jax.transforms.diffusion_loss import ESTIMATORS
 from diffrl_jax.types import Array, PRNGKey
@@ -131,41 +130,10 @@ def schedule_of(config: OffPolicyConfig) -> dict[str, int]:
 
 
 
-class OffPolicyState(struct.PyTreeNode):
-    """The whole training carry: the learner's state (`SACState`, `WPOState`, ...) and the
-    loop's own (replay, environments, observation statistics, counters)."""
+class OffPolicyState(LoopState):
+    """The off-policy carry: `LoopState`'s fields and the replay buffer."""
 
-    learner: Any
     buffer: ReplayBuffer
-    env_state: EnvState
-    obs_stats: RunningStats
-    episode_return: Array  # [N] running return of the current training episodes
-    key: PRNGKey
-    env_steps: Array
-    updates: Array
-
-    @property
-    def policy_params(self) -> Any:
-        """The acting policy's parameters (the built-in learners' `policy_params`)."""
-        return self.learner.policy_params
-
-
-def train(
-    key: PRNGKey,
-    config: OffPolicyConfig,
-    on_interval: Callable[[dict[str, Array]], None] | None = None,
-    batch_sharding: BatchSharding | None = None,
-) -> tuple[OffPolicyState, dict[str, Array]]:
-    """Trains for config.total_env_steps; returns the final state and per-interval metrics
-    (each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and configs.
-
-    on_interval: called while tracing, inside the interval scan, with that interval's
-    metrics; use `jax.debug.callback` in it to report progress from the running program.
-    batch_sharding: keeps the N environments and each sampled minibatch split over a mesh
-    axis (see `diffrl_jax.parallel.mesh_train`; the replay buffer is left to the
-    partitioner); None: no sharding constraints.
-    """
-    return run_program(make_program(config, on_interval, batch_sharding), key)
 
 
 def make_program(
@@ -174,7 +142,9 @@ def make_program(
     batch_sharding: BatchSharding | None = None,
 ) -> TrainProgram:
     """The run as (init, interval): init(key) builds the state and runs the prefill,
-    interval(state) one evaluation interval (see `train` for the arguments)."""
+    interval(state) one evaluation interval (see `diffrl_jax.training.train` for the
+    arguments; batch_sharding also keeps each sampled minibatch split, the replay buffer is
+    left to the partitioner)."""
     config.validate()
     env, policy, transform = build(config)
     sched = schedule_of(config)
@@ -185,11 +155,8 @@ def make_program(
     def shard(tree: Any) -> Any:  # the environment / sample axis over devices
         return constrain_batch(tree, batch_sharding)
 
-    learner = algorithm(config.algo).make_learner(LearnerSetup(
-        config=config, obs_dim=env.obs_dim, action_dim=env.action_dim, policy=policy,
-        transform=transform, shard=shard, data_shards=data_shards,
-        total_updates=sched["updates_per_interval"] * config.num_evals,
-    ))
+    learner = make_learner(config, env, policy, transform, shard, data_shards,
+                           sched["updates_per_interval"] * config.num_evals)
 
     def norm(stats: RunningStats, obs: Array) -> Array:
         return policy_obs(stats, obs, config.normalize_obs)
@@ -253,7 +220,8 @@ def make_program(
                         updates=ts.updates + ok.astype(jnp.int32))
         return ts, (metrics, ok)
 
-    def train_iteration(ts: OffPolicyState, _) -> tuple[OffPolicyState, tuple[StepCounters, dict[str, Array]]]:
+    def train_iteration(ts: OffPolicyState, _
+                        ) -> tuple[OffPolicyState, tuple[StepCounters, dict[str, Array]]]:
         ts, counters = collect(ts)
         key, update_key = jax.random.split(ts.key)
         ts = ts.replace(key=key)
@@ -281,4 +249,4 @@ def make_program(
 
 
 __all__ = ["OffPolicyConfig", "OffPolicyState", "entropy_chain_count", "make_program",
-           "schedule_of", "train"]
+           "schedule_of"]

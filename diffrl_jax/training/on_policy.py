@@ -33,14 +33,13 @@ from diffrl_jax.envs import (
     peaks_of,
     update_stats,
 )
-from diffrl_jax.learners import LearnerSetup
 from diffrl_jax.parallel.mesh import BatchSharding, constrain_batch
 from diffrl_jax.policies import policy_kinds
-from diffrl_jax.training.algorithms import algorithm, algorithm_names, build, policy_kind_of
+from diffrl_jax.training.algorithms import algorithm_names, build, make_learner, policy_kind_of
 from diffrl_jax.training.collection import StepCounters, interval_metrics, policy_obs, step_envs
 from diffrl_jax.training.config import LoopConfig, is_plain_number, static
 from diffrl_jax.training.guards import all_finite, keep_if_finite, masked_means, masked_sums
-from diffrl_jax.training.program import TrainProgram, run_program
+from diffrl_jax.training.program import LoopState, TrainProgram
 from diffrl_jax.transforms import ChainTransition
 from diffrl_jax.transforms.diffusion_loss import DiffusionLoss
 from diffrl_jax.types import Array, Params, PRNGKey
@@ -134,22 +133,8 @@ def schedule_of(config: OnPolicyConfig) -> dict[str, int]:
             "updates_per_interval": iters_per_eval * config.num_epochs * config.num_minibatches}
 
 
-class OnPolicyState(struct.PyTreeNode):
-    """The whole training carry: the learner's state (`PPOState`, ...) and the loop's own
-    (environments, observation statistics, counters)."""
-
-    learner: Any
-    env_state: EnvState
-    obs_stats: RunningStats
-    episode_return: Array  # [N] running return of the current training episodes
-    key: PRNGKey
-    env_steps: Array
-    updates: Array
-
-    @property
-    def policy_params(self) -> Any:
-        """The acting policy's parameters (the built-in learners' `policy_params`)."""
-        return self.learner.policy_params
+class OnPolicyState(LoopState):
+    """The on-policy carry: `LoopState`'s fields (the rollout lives within an iteration)."""
 
 
 def collect_rollout(
@@ -192,23 +177,6 @@ def collect_rollout(
     return env_state, episode_return, transitions, counters
 
 
-def train(
-    key: PRNGKey,
-    config: OnPolicyConfig,
-    on_interval: Callable[[dict[str, Array]], None] | None = None,
-    batch_sharding: BatchSharding | None = None,
-) -> tuple[OnPolicyState, dict[str, Array]]:
-    """Trains for config.total_env_steps; returns the final state and per-interval metrics
-    (each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and configs.
-
-    on_interval: called while tracing, inside the interval scan, with that interval's
-    metrics (use `jax.debug.callback` in it to report progress from the running program).
-    batch_sharding: keeps the N environments, the rollout and each minibatch split over a
-    mesh axis (see `diffrl_jax.parallel.mesh_train`); None: no sharding constraints.
-    """
-    return run_program(make_program(config, on_interval, batch_sharding), key)
-
-
 FIRST_MINIBATCH_PREFIX = "first_minibatch_"
 """Update metrics named so are reported from each rollout's first minibatch (their maximum
 over the interval's rollouts), not averaged: e.g. PPO's ratio deviation, which must be 0
@@ -221,7 +189,8 @@ def make_program(
     batch_sharding: BatchSharding | None = None,
 ) -> TrainProgram:
     """The run as (init, interval): init(key) builds the state, interval(state) runs one
-    evaluation interval (see `train` for the arguments)."""
+    evaluation interval (see `diffrl_jax.training.train` for the arguments; batch_sharding
+    also keeps the rollout and each minibatch split)."""
     config.validate()
     env, policy, transform = build(config)
     sched = schedule_of(config)
@@ -234,11 +203,8 @@ def make_program(
     def shard(tree: Any, dim: int = 0) -> Any:  # the environment / sample axis over devices
         return constrain_batch(tree, batch_sharding, dim)
 
-    learner = algorithm(config.algo).make_learner(LearnerSetup(
-        config=config, obs_dim=env.obs_dim, action_dim=env.action_dim, policy=policy,
-        transform=transform, shard=shard, data_shards=data_shards,
-        total_updates=sched["updates_per_interval"] * config.num_evals,
-    ))
+    learner = make_learner(config, env, policy, transform, shard, data_shards,
+                           sched["updates_per_interval"] * config.num_evals)
 
     # ---- initial state -----------------------------------------------------------------
     def init(key: PRNGKey) -> OnPolicyState:
@@ -334,5 +300,4 @@ def make_program(
     return TrainProgram(init=init, interval=interval, num_intervals=config.num_evals)
 
 
-__all__ = ["OnPolicyConfig", "OnPolicyState", "collect_rollout", "make_program", "schedule_of",
-           "train"]
+__all__ = ["OnPolicyConfig", "OnPolicyState", "collect_rollout", "make_program", "schedule_of"]

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+from flax import struct
 
+from diffrl_jax.envs import EnvState, RunningStats
 from diffrl_jax.types import Array, PRNGKey
 
 
@@ -33,3 +35,23 @@ def run_intervals(program: TrainProgram, state: Any, num_intervals: int) -> tupl
 def run_program(program: TrainProgram, key: PRNGKey) -> tuple[Any, dict[str, Array]]:
     """The whole run: init, then every interval."""
     return run_intervals(program, program.init(key), program.num_intervals)
+
+
+class LoopState(struct.PyTreeNode):
+    """What every loop carries: the learner's state (`SACState`, `WPOState`, `PPOState`, ...)
+    and the loop's own (environments, observation statistics, counters); a loop's state class
+    adds its own fields (the off-policy replay buffer)."""
+
+    learner: Any
+    env_state: EnvState
+    obs_stats: RunningStats
+    episode_return: Array  # [N] running return of the current training episodes
+    key: PRNGKey
+    env_steps: Array
+    updates: Array
+
+    @property
+    def policy_params(self) -> Any:
+        """The acting policy's parameters (a learner state's `policy_params`, a field of the
+        built-in ones)."""
+        return self.learner.policy_params

@@ -8,28 +8,24 @@ from diffrl_jax.training import off_policy, on_policy
 from diffrl_jax.training.algorithms import algorithm, algorithm_names, build
 from diffrl_jax.training.off_policy import OffPolicyConfig
 from diffrl_jax.training.on_policy import OnPolicyConfig
-from diffrl_jax.training.program import TrainProgram
+from diffrl_jax.training.program import TrainProgram, run_program
 
 
 class Trainer(NamedTuple):
     """An algorithm's loop: config_class(algo=..., env=..., ...) -> config; schedule_of(config)
-    -> dict with "total_env_steps"; train(key, config, on_interval=None, batch_sharding=None)
-    -> (state, metrics); make_program(config, on_interval=None, batch_sharding=None) ->
-    TrainProgram (the same run as init + interval, for drivers that checkpoint);
+    -> dict with "total_env_steps"; make_program(config, on_interval=None,
+    batch_sharding=None) -> TrainProgram (the run as init + interval; `train` scans it);
     build(config) -> (env, policy, transform)."""
 
     config_class: type
     schedule_of: Callable[[Any], dict[str, int]]
-    train: Callable[..., tuple[Any, dict[str, Any]]]
     make_program: Callable[..., TrainProgram]
     build: Callable[[Any], tuple[Any, ...]]
 
 
 LOOP_TRAINERS: dict[str, Trainer] = {
-    "off_policy": Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.train,
-                          off_policy.make_program, build),
-    "on_policy": Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.train,
-                         on_policy.make_program, build),
+    "off_policy": Trainer(OffPolicyConfig, off_policy.schedule_of, off_policy.make_program, build),
+    "on_policy": Trainer(OnPolicyConfig, on_policy.schedule_of, on_policy.make_program, build),
 }
 
 
@@ -50,10 +46,16 @@ ON_POLICY_ALGOS = algorithm_names("on_policy")
 
 def train(key: Any, config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None,
           batch_sharding: Any = None):
-    """Trains with the loop of config.algo: train(key, config) -> (state, metrics), pure,
-    jit- and vmap-able (see `off_policy.train` and `on_policy.train`). batch_sharding: a
-    `diffrl_jax.parallel.BatchSharding` (use `diffrl_jax.training.mesh_train`)."""
-    return trainer_for(config.algo).train(key, config, on_interval, batch_sharding)
+    """Trains with the loop of config.algo for config.total_env_steps: (final state,
+    per-interval metrics, each leaf [num_evals, ...]). Pure: jit it, vmap it over keys and
+    configs (a grid of traced hyperparameters x seeds is one compile).
+
+    on_interval: called while tracing, inside the interval scan, with that interval's
+    metrics (a `jax.debug.callback` in it reports from the running program; JAX does not
+    write programs with host callbacks to its persistent cache). batch_sharding: a
+    `diffrl_jax.parallel.BatchSharding` that keeps the environment batch split over a mesh
+    axis (use `diffrl_jax.training.mesh_train`); None: no sharding constraints."""
+    return run_program(make_program(config, on_interval, batch_sharding), key)
 
 
 def make_program(config: Any, on_interval: Callable[[dict[str, Any]], None] | None = None,
