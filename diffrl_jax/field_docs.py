@@ -15,6 +15,8 @@ _COMMON = {
     "algo": "the algorithm (chooses the preset; give it as --algo)",
     "env": "the environment (chooses the preset; give it as --env)",
     "backend": "brax's physics pipeline (brax/ envs only; give it as --backend)",
+    "policy_kind": "the policy class: 'diffusion', 'gaussian' or a registered kind (None: "
+                   "the algorithm's own)",
     "total_env_steps": "environment steps per seed over the whole run",
     "num_envs": "parallel environments per seed",
     "num_evals": "evaluation intervals: the run is split into this many, evaluated and "
@@ -32,6 +34,8 @@ _COMMON = {
     "discount": "gamma: per env step ('env' mode) or per augmented step ('diffusion' mode)",
     "reward_scale": "multiplies every reward before learning",
     "max_grad_norm": "global gradient-norm clip of every update",
+    "train_truncation_prob": "per training step, truncate an episode with this probability "
+                             "(bootstrapped; 0: only the time limit)",
 }
 
 _OFF_POLICY = dict(
@@ -73,6 +77,17 @@ _ON_POLICY = dict(
     gae_lambda="GAE lambda (per env step or per augmented step, as the discount)",
     clip_eps="PPO's ratio clip epsilon",
     value_coef="weight of the value loss",
+    critic_loss="REPPO: 'hl_gauss' (categorical critic, cross-entropy) or 'mse' (scalar critic)",
+    num_bins="REPPO: bins of the HL-Gauss critic",
+    learn_alpha="REPPO: learn the temperature alpha towards the target entropy",
+    vmin="REPPO: lower end of the HL-Gauss critic's value range",
+    vmax="REPPO: upper end of the HL-Gauss critic's value range",
+    hl_gauss_sigma_ratio="REPPO: std of the HL-Gauss target histogram, in bin widths",
+    init_alpha="REPPO: the temperature alpha (initial value when learned)",
+    alpha_lr="REPPO: Adam learning rate of log alpha",
+    kl_bound="REPPO: bound eps on K * the step kernels' KL to the rollout's policy",
+    init_kl_coef="REPPO: initial Lagrange multiplier of the KL switch",
+    kl_coef_lr="REPPO: Adam learning rate of the KL multiplier",
 )
 
 _DIFFUSION = {

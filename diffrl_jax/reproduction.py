@@ -111,8 +111,11 @@ class Task:
 
 
 # Diff variant -> the Gaussian algorithm it extends.
-PAIRS: tuple[tuple[str, str], ...] = gaussian_pairs()  # of the built-in algorithms
-DEFAULT_ALGOS: tuple[str, ...] = ALGOS
+# the default reproduction: the three pairs with learning checks (REPPO joins once it has
+# them); `--algos` takes any algorithm of the table, paired by `gaussian_pairs()`
+DEFAULT_ALGOS: tuple[str, ...] = ("sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo")
+PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (d, g) for d, g in gaussian_pairs() if d in DEFAULT_ALGOS and g in DEFAULT_ALGOS)
 
 # DM Control returns: rewards in [0, 1] for 1000 steps. Brax inverted_pendulum: 1 per step
 # upright, 1000 steps.
@@ -259,7 +262,7 @@ def parse_algos(spec: str | None) -> list[str]:
 
 def pairs_of(algos: Sequence[str]) -> list[tuple[str, str]]:
     """The (diff, gaussian) pairs both of whose algorithms are among algos."""
-    return [(d, g) for d, g in PAIRS if d in algos and g in algos]
+    return [(d, g) for d, g in gaussian_pairs() if d in algos and g in algos]
 
 
 def parse_pairing(spec: str) -> tuple[str, ...]:
@@ -315,7 +318,7 @@ def per_env_step_discount(config: Mapping[str, Any]) -> tuple[float, float | Non
     off-policy config. None when the config lacks the fields."""
     try:
         mode, gamma = config["discount_mode"], float(config["discount"])
-        is_diff = config["algo"] in {d for d, _ in PAIRS}
+        is_diff = config["algo"] in {d for d, _ in gaussian_pairs()}
         k = int(config["diffusion"]["num_steps"]) if is_diff and mode == "diffusion" else 1
     except (KeyError, TypeError, ValueError):
         return None

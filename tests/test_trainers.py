@@ -45,7 +45,7 @@ def tiny_config(algo, env="toy/bandit", **overrides):
 
 
 def test_every_algorithm_has_a_trainer():
-    assert set(ALGOS) == {"sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo"}
+    assert set(ALGOS) == {"sac", "diffsac", "wpo", "diffwpo", "ppo", "diffppo", "reppo", "diffreppo"}
     for algo in ALGOS:
         assert tiny_config(algo).algo == algo
     with pytest.raises(ValueError, match=r"unknown algorithm 'a2c'; allowed: \['sac'"):

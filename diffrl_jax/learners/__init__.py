@@ -2,7 +2,8 @@
 (`Learner`: init, prepare, update, acting_params), run by the training loops.
 
 SAC (critic + actor + temperature), WPO (SAC's critic and temperature, the Wasserstein actor
-step with its KL multiplier) and PPO (GAE batch preparation, clipped minibatch steps).
+step with its KL multiplier) PPO (GAE batch preparation, clipped minibatch steps) and REPPO (TD(lambda) soft Q
+targets, HL-Gauss critic, KL-clipped pathwise actor).
 """
 
 from diffrl_jax.learners.base import (
@@ -13,6 +14,7 @@ from diffrl_jax.learners.base import (
     optimizer_step,
 )
 from diffrl_jax.learners.ppo import PPOState, make_ppo_learner, rollout_batch
+from diffrl_jax.learners.reppo import REPPOBatch, REPPOState, make_reppo_learner
 from diffrl_jax.learners.sac import SACState, entropy_chain_count, make_sac_learner
 from diffrl_jax.learners.wpo import WPOState, make_wpo_learner
 
@@ -20,12 +22,15 @@ __all__ = [
     "Learner",
     "LearnerSetup",
     "PPOState",
+    "REPPOBatch",
+    "REPPOState",
     "SACState",
     "WPOState",
     "clipped_adam",
     "entropy_chain_count",
     "gradient_step",
     "make_ppo_learner",
+    "make_reppo_learner",
     "make_sac_learner",
     "make_wpo_learner",
     "optimizer_step",

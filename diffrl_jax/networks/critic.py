@@ -29,3 +29,19 @@ class EnsembleCritic(nn.Module):
             for i in range(self.num_critics)
         ]
         return jnp.stack(outs, axis=-1)
+
+
+class CategoricalCritic(nn.Module):
+    """One MLP with LayerNorm on every hidden layer (by default) giving num_bins logits of a
+    categorical (HL-Gauss) value distribution: [..., F] -> [..., num_bins]; num_bins = 1 is a
+    scalar (MSE) critic."""
+
+    hidden_sizes: Sequence[int] = (256, 256)
+    num_bins: int = 151
+    activation: str = "relu"
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        return MLP(tuple(self.hidden_sizes) + (self.num_bins,), activation=self.activation,
+                   layer_norm=self.layer_norm, name="critic")(features)

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from diffrl_jax.envs import Environment, make_env
-from diffrl_jax.learners import Learner, LearnerSetup, make_ppo_learner, make_sac_learner, make_wpo_learner
+from diffrl_jax.learners import (
+    Learner,
+    LearnerSetup,
+    make_ppo_learner,
+    make_reppo_learner,
+    make_sac_learner,
+    make_wpo_learner,
+)
 from diffrl_jax.policies import Policy, build_policy, policy_kinds
 from diffrl_jax.transforms import make_diffusion_loss
 from diffrl_jax.transforms.diffusion_loss import DiffusionLoss
@@ -38,6 +45,8 @@ ALGORITHMS: dict[str, Algorithm] = {
     "diffwpo": Algorithm("off_policy", make_wpo_learner, "diffusion", "wpo"),
     "ppo": Algorithm("on_policy", make_ppo_learner, "gaussian", "ppo"),
     "diffppo": Algorithm("on_policy", make_ppo_learner, "diffusion", "ppo"),
+    "reppo": Algorithm("on_policy", make_reppo_learner, "gaussian", "reppo"),
+    "diffreppo": Algorithm("on_policy", make_reppo_learner, "diffusion", "reppo"),
 }
 BUILTIN_ALGORITHMS = tuple(ALGORITHMS)
 

@@ -38,6 +38,7 @@ def step_envs(
     key: PRNGKey,
     normalize_obs: bool,
     prior_latent: Array | None = None,
+    truncation_prob: Array | float = 0.0,
 ) -> tuple[EnvState, ChainTransition, Array, StepCounters]:
     """Samples a chain for each of the N envs' observations, steps the envs with its action.
 
@@ -48,8 +49,18 @@ def step_envs(
     None: the chains draw their own x_0, and the stored x'_0 is an independent draw with the
     same law (the next chain's x_0 is an independent prior draw too), so a target that
     averages over x'_0 (the off-policy one-step TD target) is unbiased either way.
+    truncation_prob p: each env's episode is also truncated after this step with
+    probability p (unless it terminates; bootstrapped like the time limit, so the objective
+    is unchanged): training sees resets throughout instead of in bursts once episodes last
+    to the time limit. The coin comes from fold_in(key, 7), so p = 0 leaves every random
+    stream and result as without it. It acts through `EnvState.episode_step` (the library's
+    environments truncate at episode_length).
     """
     act_key, prior_key = jax.random.split(key)
+    cut = jax.random.uniform(jax.random.fold_in(key, 7), env_state.episode_step.shape) < truncation_prob
+    env_state = env_state.replace(episode_step=jnp.where(
+        cut, jnp.maximum(env_state.episode_step, env.episode_length - 1), env_state.episode_step
+    ).astype(env_state.episode_step.dtype))
     raw_obs = env_state.obs
     n = raw_obs.shape[0]
     chain = transform.act(params, policy_obs(obs_stats, raw_obs, normalize_obs), act_key,

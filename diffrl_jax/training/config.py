@@ -37,7 +37,9 @@ class LoopConfig:
     algorithm's own (diffusion for the Diff algorithms). discount is gamma per environment
     step in discount_mode "env", the per-augmented-step factor in "diffusion".
     target_entropy_multiplier m gives the target H(prior) - m * A (spec section 5; -m * A for
-    the Gaussian)."""
+    the Gaussian). train_truncation_prob p: during training (not evaluation) each episode is
+    also truncated with probability p per step, bootstrapped like the time limit (see
+    `training.collection.step_envs`); 0: only the time limit."""
 
     algo: str = static("diffsac")
     env: str = static("brax/inverted_pendulum")
@@ -59,6 +61,7 @@ class LoopConfig:
     target_entropy_multiplier: float = 1.0
     reward_scale: float = 1.0
     max_grad_norm: float = 1e6
+    train_truncation_prob: float = 0.0
 
     def validate_shared(self, algos: tuple[str, ...], policy_kinds: tuple[str, ...]) -> str:
         """Checks the shared fields (algo among `algos`, policy_kind among `policy_kinds`);
@@ -73,6 +76,9 @@ class LoopConfig:
         require_bool(o, "normalize_obs", self.normalize_obs)
         if is_plain_number(self.discount):
             require_in_range(o, "discount", self.discount, 0.0, 1.0, closed=True)
+        p = self.train_truncation_prob
+        if is_plain_number(p) and not 0.0 <= p < 1.0:
+            raise ConfigError(f"{o}.train_truncation_prob must lie in [0, 1), got {p!r}")
         if is_plain_number(self.reward_scale) and not math.isfinite(self.reward_scale):
             raise ConfigError(f"{o}.reward_scale must be a finite number, got {self.reward_scale!r}")
         self.require_positive_numbers("actor_lr", "critic_lr", "max_grad_norm")

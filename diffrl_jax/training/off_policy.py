@@ -194,6 +194,7 @@ def make_program(
         env_state, item, episode_return, counters = step_envs(
             env, transform, learner.acting_params(ts.learner), ts.env_state, ts.obs_stats,
             ts.episode_return, step_key, config.normalize_obs,
+            truncation_prob=config.train_truncation_prob,
         )
         ts = ts.replace(
             buffer=replay_add(ts.buffer, item),

@@ -1,4 +1,5 @@
-"""The on-policy loop (PPO and DiffPPO): one pure `train(key, config)` under one jit.
+"""The on-policy loop (PPO, REPPO and their Diff versions): one pure `train(key, config)`
+under one jit.
 
 Structure (all lax.scan, static shapes):
   intervals: num_evals x [iters_per_eval x (rollout of N envs x T env steps, the learner's
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from diffrl_jax.algorithms.ppo import ADVANTAGE_NORMALIZATIONS
+from diffrl_jax.algorithms.reppo import CRITIC_LOSSES
 from diffrl_jax.envs import (
     Environment,
     EnvState,
@@ -63,6 +65,13 @@ class OnPolicyConfig(LoopConfig):
     last denoising step and the next state), in "diffusion" mode on every augmented step, so
     with K = 1 both are textbook GAE. anneal_lr decays both learning rates linearly to 0 over
     the run (as in PPO's Atari and MuJoCo settings).
+
+    REPPO / DiffREPPO (spec section 5) read discount, gae_lambda (the TD(lambda) lambda, per
+    discount mode as GAE's), value_hidden (the Q critic's hidden layers, LayerNorm on each),
+    critic_loss ("hl_gauss": num_bins bins on [vmin, vmax], Gaussian histogram std
+    hl_gauss_sigma_ratio bin widths; "mse"), the temperature (init_alpha, learned with
+    alpha_lr towards target_entropy_multiplier's target when learn_alpha) and the KL switch
+    (kl_bound on K * the step kernels' KL, multiplier init_kl_coef learned with kl_coef_lr).
     """
 
     algo: str = static("diffppo")
@@ -76,6 +85,9 @@ class OnPolicyConfig(LoopConfig):
     advantage_normalization: str = static("center")
     learn_entropy_coef: bool = static(False)
     anneal_lr: bool = static(False)
+    critic_loss: str = static("hl_gauss")
+    num_bins: int = static(151)
+    learn_alpha: bool = static(True)
     # traced hyperparameters
     entropy_coef_lr: float = 3e-4
     entropy_coef: float = 2e-4
@@ -83,6 +95,14 @@ class OnPolicyConfig(LoopConfig):
     clip_eps: float = 0.2
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
+    vmin: float = -100.0
+    vmax: float = 200.0
+    hl_gauss_sigma_ratio: float = 0.75
+    init_alpha: float = 0.01
+    alpha_lr: float = 3e-4
+    kl_bound: float = 0.04
+    init_kl_coef: float = 1.0
+    kl_coef_lr: float = 1e-3
 
     def validate(self) -> "OnPolicyConfig":
         """Checks the static fields and plain-number hyperparameters; raises ConfigError
@@ -93,8 +113,20 @@ class OnPolicyConfig(LoopConfig):
         require_layer_sizes(o, "value_hidden", self.value_hidden)
         require_choice(o, "advantage_normalization", self.advantage_normalization,
                        ADVANTAGE_NORMALIZATIONS)
-        for name in ("value_layer_norm", "learn_entropy_coef", "anneal_lr"):
+        for name in ("value_layer_norm", "learn_entropy_coef", "anneal_lr", "learn_alpha"):
             require_bool(o, name, getattr(self, name))
+        require_choice(o, "critic_loss", self.critic_loss, CRITIC_LOSSES)
+        require_int_at_least(o, "num_bins", self.num_bins, 2)
+        self.require_positive_numbers("hl_gauss_sigma_ratio", "alpha_lr", "kl_bound",
+                                      "init_kl_coef", "kl_coef_lr")
+        if self.learn_alpha:
+            self.require_positive_numbers("init_alpha")
+        elif is_plain_number(self.init_alpha) and not (0 <= self.init_alpha < float("inf")):
+            raise ConfigError(f"{o}.init_alpha must be a finite number >= 0, got {self.init_alpha!r}")
+        if is_plain_number(self.vmin) and is_plain_number(self.vmax) and not (
+                math.isfinite(self.vmin) and math.isfinite(self.vmax) and self.vmin < self.vmax):
+            raise ConfigError(f"{o}.vmin ({self.vmin!r}) and vmax ({self.vmax!r}) must be finite "
+                              "numbers with vmin < vmax")
         if is_plain_number(self.gae_lambda):
             require_in_range(o, "gae_lambda", self.gae_lambda, 0.0, 1.0, closed=True)
         self.require_positive_numbers("entropy_coef_lr", "clip_eps")
@@ -148,6 +180,7 @@ def collect_rollout(
     num_steps: int,
     normalize_obs: bool,
     shard: Callable[[Any], Any] = lambda tree: tree,
+    truncation_prob: Array | float = 0.0,
 ) -> tuple[EnvState, Array, ChainTransition, StepCounters]:
     """num_steps (T) vectorised environment steps of the N envs with the acting policy.
 
@@ -158,13 +191,14 @@ def collect_rollout(
     chains start from a fresh prior draw, and the last step's x'_0 (only bootstrapped, the
     next rollout starts afresh) is an independent draw, unbiased since the next chain's x_0
     would be one too.
-    shard: the sharding constraint of the env axis (identity without a mesh).
+    shard: the sharding constraint of the env axis (identity without a mesh);
+    truncation_prob: `step_envs`' random training truncation.
     """
     def env_step(carry, step_key):
         env_state, episode_return, prior_latent = carry
         env_state, transition, episode_return, counters = step_envs(
             env, transform, params, env_state, obs_stats, episode_return, step_key,
-            normalize_obs, prior_latent,
+            normalize_obs, prior_latent, truncation_prob,
         )
         carry = (env_state, episode_return, transition.next_prior_latent)
         return shard(carry), (shard(transition), counters)
@@ -225,6 +259,7 @@ def make_program(
         env_state, episode_return, transitions, counters = collect_rollout(
             env, transform, learner.acting_params(ts.learner), ts.env_state, ts.obs_stats,
             ts.episode_return, rollout_key, T, config.normalize_obs, shard,
+            config.train_truncation_prob,
         )
         ts = ts.replace(env_state=env_state, episode_return=episode_return, key=key,
                         env_steps=ts.env_steps + N * T)
