@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from diffrl_jax.experiment import RunOptions, run_experiment
+from diffrl_jax.score_stats import iqm
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,7 @@ LEAN = RunOptions(checkpoint_every=0, metrics_formats=(), plots=False)
 # minutes each). (seeds, env steps or None for the preset's): one seed for the off-policy
 # runs, whose cost on CPU is the sequence of updates, not the seed batch; their budgets stop
 # after the first evaluations at 1000 (seed 0 reached 1000 by 21k and 19k steps).
-PENDULUM = {"diffsac": (1, 30_000), "diffwpo": (1, 22_000), "ppo": (2, None), "diffppo": (2, None)}
+PENDULUM = {"diffsac": (1, 30_000), "diffwpo": (1, 22_000), "ppo": (2, None)}
 
 
 @pytest.mark.parametrize("algo", list(PENDULUM))
@@ -32,6 +33,17 @@ def test_inverted_pendulum_reaches_800(algo, tmp_path):
     assert final.mean() >= 800, summary["eval_curve"]
     assert summary["nonfinite_env_steps"] == [0] * seeds
     assert summary["nonfinite_updates"] == [0] * seeds
+
+
+def test_diffppo_holds_inverted_pendulum_on_5_seeds(tmp_path):
+    """Issue 19.9: at its preset (98k env steps; random training truncation 1/250), every
+    seed ends at >= 800 and their IQM at >= 950 (measured: all five at 1000 from 74k steps
+    on; before the truncation seeds fell to 73 and 275 after solving)."""
+    summary = run_experiment("diffppo", "brax/inverted_pendulum", None, 5, 0, tmp_path,
+                             progress=False, options=LEAN)
+    final = np.asarray(summary["final_eval_return"])
+    assert iqm(final) >= 950 and final.min() >= 800, summary["eval_curve"]
+    assert summary["nonfinite_updates"] == [0] * 5
 
 
 @pytest.mark.parametrize("algo", ["diffsac", "diffwpo", "diffppo"])
