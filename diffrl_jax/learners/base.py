@@ -23,8 +23,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from diffrl_jax.transforms import AugmentedState
 from diffrl_jax.types import Array, Params, PRNGKey
 
 Metrics = dict[str, Array]
@@ -84,3 +86,20 @@ class LearnerSetup(NamedTuple):
     shard: Callable[[Any], Any]
     data_shards: int
     total_updates: int
+
+    def example_state(self) -> Any:
+        """A batch of one all-zero augmented state: what network `init`s are traced with."""
+        return AugmentedState(obs=jnp.zeros((1, self.obs_dim)),
+                              latent=jnp.zeros((1, self.action_dim)),
+                              step=jnp.zeros((1,), jnp.int32))
+
+    def example_critic_input(self) -> Any:
+        """The critic's input at `example_state` with an all-zero action."""
+        return self.transform.critic_input(self.example_state(),
+                                           jnp.zeros((1, self.action_dim)))
+
+
+def log_of_initial(value: Array | float) -> Array:
+    """log of a multiplier's initial value, finite even for 0 (a fixed multiplier of 0 is
+    then read from the config, not from its log)."""
+    return jnp.log(jnp.maximum(jnp.asarray(value, jnp.float32), 1e-30))

@@ -12,9 +12,16 @@ import optax
 from flax import struct
 
 from diffrl_jax.algorithms.ppo import PPOBatch, gae, ppo_loss
-from diffrl_jax.learners.base import Learner, LearnerSetup, Metrics, clipped_adam, optimizer_step
+from diffrl_jax.learners.base import (
+    Learner,
+    LearnerSetup,
+    Metrics,
+    clipped_adam,
+    log_of_initial,
+    optimizer_step,
+)
 from diffrl_jax.networks.critic import EnsembleCritic
-from diffrl_jax.transforms import AugmentedState, ChainTransition
+from diffrl_jax.transforms import ChainTransition
 from diffrl_jax.transforms.diffusion_loss import DiffusionLoss
 from diffrl_jax.types import Array, Params, PRNGKey
 
@@ -109,13 +116,8 @@ def make_ppo_learner(setup: LearnerSetup) -> Learner:
     def init(key: PRNGKey) -> PPOState:
         policy_key, value_key = jax.random.split(key)
         policy_params = policy.init(policy_key)
-        value_params = value_net.init(value_key, transform.state_input(AugmentedState(
-            obs=jnp.zeros((1, setup.obs_dim)),
-            latent=jnp.zeros((1, setup.action_dim)),
-            step=jnp.zeros((1,), jnp.int32),
-        )))
-        # finite even for c = 0 (then unused: a fixed coefficient is read from the config)
-        log_entropy_coef = jnp.log(jnp.maximum(jnp.asarray(config.entropy_coef, jnp.float32), 1e-30))
+        value_params = value_net.init(value_key, transform.state_input(setup.example_state()))
+        log_entropy_coef = log_of_initial(config.entropy_coef)
         return PPOState(
             policy_params=policy_params,
             policy_opt_state=policy_opt.init(policy_params),

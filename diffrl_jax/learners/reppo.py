@@ -28,6 +28,7 @@ from diffrl_jax.learners.base import (
     Metrics,
     clipped_adam,
     gradient_step,
+    log_of_initial,
     optimizer_step,
 )
 from diffrl_jax.networks.critic import CategoricalCritic
@@ -94,14 +95,8 @@ def make_reppo_learner(setup: LearnerSetup) -> Learner:
     def init(key: PRNGKey) -> REPPOState:
         policy_key, critic_key = jax.random.split(key)
         policy_params = policy.init(policy_key)
-        critic_params = critic.init(critic_key, transform.critic_input(
-            AugmentedState(obs=jnp.zeros((1, setup.obs_dim)),
-                           latent=jnp.zeros((1, setup.action_dim)),
-                           step=jnp.zeros((1,), jnp.int32)),
-            jnp.zeros((1, setup.action_dim)),
-        ))
-        # finite even for a fixed alpha of 0 (then unused: alpha is read from the config)
-        log_alpha = jnp.log(jnp.maximum(jnp.asarray(config.init_alpha, jnp.float32), 1e-30))
+        critic_params = critic.init(critic_key, setup.example_critic_input())
+        log_alpha = log_of_initial(config.init_alpha)
         log_kl_coef = jnp.log(jnp.asarray(config.init_kl_coef, jnp.float32))
         return REPPOState(
             policy_params=policy_params,

@@ -14,7 +14,14 @@ import optax
 from flax import struct
 
 from diffrl_jax.algorithms.sac import sac_actor_objective, sac_critic_loss
-from diffrl_jax.learners.base import Learner, LearnerSetup, Metrics, clipped_adam, gradient_step
+from diffrl_jax.learners.base import (
+    Learner,
+    LearnerSetup,
+    Metrics,
+    clipped_adam,
+    gradient_step,
+    log_of_initial,
+)
 from diffrl_jax.networks.critic import EnsembleCritic
 from diffrl_jax.transforms import AugmentedState, ChainTransition, PolicyTerms, sampled_loss
 from diffrl_jax.transforms.damdp import AugmentedTransition
@@ -75,15 +82,8 @@ def soft_actor_critic(setup: LearnerSetup) -> SoftActorCritic:
     def init(key: PRNGKey) -> SACState:
         policy_key, critic_key = jax.random.split(key)
         policy_params = policy.init(policy_key)
-        critic_input = transform.critic_input(
-            AugmentedState(obs=jnp.zeros((1, setup.obs_dim)),
-                           latent=jnp.zeros((1, setup.action_dim)),
-                           step=jnp.zeros((1,), jnp.int32)),
-            jnp.zeros((1, setup.action_dim)),
-        )
-        critic_params = critic.init(critic_key, critic_input)
-        # finite even for a fixed alpha of 0 (then unused: alpha is read from the config)
-        log_alpha = jnp.log(jnp.maximum(jnp.asarray(config.init_alpha, jnp.float32), 1e-30))
+        critic_params = critic.init(critic_key, setup.example_critic_input())
+        log_alpha = log_of_initial(config.init_alpha)
         return SACState(
             policy_params=policy_params,
             policy_opt_state=policy_opt.init(policy_params),

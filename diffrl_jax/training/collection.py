@@ -1,6 +1,7 @@
 """Pieces every trainer shares: one vectorised environment step with the whole chain, and the
 per-interval evaluation metrics. Both run inside the compiled program."""
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -58,7 +59,7 @@ def step_envs(
     """
     act_key, prior_key = jax.random.split(key)
     cut = jax.random.uniform(jax.random.fold_in(key, 7), env_state.episode_step.shape) < truncation_prob
-    env_state = env_state.replace(episode_step=jnp.where(
+    env_state = dataclasses.replace(env_state, episode_step=jnp.where(
         cut, jnp.maximum(env_state.episode_step, env.episode_length - 1), env_state.episode_step
     ).astype(env_state.episode_step.dtype))
     raw_obs = env_state.obs
