@@ -186,7 +186,7 @@ from diffrl_jax.experiment import RunOptions, make_config, run_experiment
 from diffrl_jax.plots import ACTION_RANGE, action_histogram_figure, toy_probe_states
 from diffrl_jax.policies import GaussianPolicyConfig
 from diffrl_jax.presets import PPO_BANDIT_DIFFUSION, SMALL_DIFFUSION
-from diffrl_jax.training import ALGOS, trainer_for
+from diffrl_jax.training import ALGOS, OffPolicyConfig, trainer_for
 from diffrl_jax.training.collection import policy_obs
 
 # ---- definitions ------------------------------------------------------------------------
@@ -560,7 +560,7 @@ def benchmark_overrides(algo: str, env: str) -> dict[str, Any]:
 
 
 def _is_off_policy(config: Any) -> bool:
-    return hasattr(config, "learn_alpha")
+    return trainer_for(config.algo).config_class is OffPolicyConfig
 
 
 def quick_overrides(config: Any) -> dict[str, Any]:

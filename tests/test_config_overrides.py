@@ -22,6 +22,7 @@ from diffrl_jax.presets import (
     preset_names,
     preset_overrides,
 )
+from diffrl_jax.training import trainer_for
 from diffrl_jax.training.off_policy import OffPolicyConfig
 from diffrl_jax.training.on_policy import OnPolicyConfig
 from diffrl_jax.validation import ConfigError
@@ -31,7 +32,7 @@ ENV = "brax/inverted_pendulum"
 
 
 def config_class(algo):
-    return OnPolicyConfig if algo in ("ppo", "diffppo") else OffPolicyConfig
+    return trainer_for(algo).config_class
 
 
 def resolve(algo, preset="default", items=(), env=ENV):
@@ -202,7 +203,8 @@ def test_nested_config_is_set_field_by_field():
     ("diffppo", "advantage_normalization=zscore",
      r"OnPolicyConfig\.advantage_normalization must be one of \['center', 'standardize', "
      r"'none'\], got 'zscore'"),
-    ("diffppo", "algo=sac", r"OnPolicyConfig\.algo must be one of \['ppo', 'diffppo'\]"),
+    ("diffppo", "algo=sac", r"OnPolicyConfig\.algo must be one of \['ppo', 'diffppo', 'reppo', "
+                            r"'diffreppo'\]"),
     ("diffppo", "discount=1.5", r"OnPolicyConfig\.discount must lie in \[0\.0, 1\.0\]"),
     ("sac", "num_envs=0", r"OffPolicyConfig\.num_envs must be an integer >= 1, got 0"),
     ("sac", "critic_hidden=()", r"OffPolicyConfig\.critic_hidden must be a non-empty tuple"),

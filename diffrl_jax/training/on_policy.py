@@ -52,6 +52,7 @@ from diffrl_jax.validation import (
     require_in_range,
     require_int_at_least,
     require_layer_sizes,
+    require_positive,
 )
 
 
@@ -135,7 +136,8 @@ class OnPolicyConfig(LoopConfig):
             if is_plain_number(value) and not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{o}.{name} must be a finite number >= 0, got {value!r}")
         if self.learn_entropy_coef and is_plain_number(self.entropy_coef):
-            self.require_positive_numbers("entropy_coef")
+            require_positive(o, "entropy_coef (the initial value when learn_entropy_coef)",
+                             self.entropy_coef)
         kind = policy_kind_of(self)
         num_steps = {"diffusion": self.diffusion.num_steps, "gaussian": 1}.get(kind)
         batch = self.num_envs * self.unroll_length * (num_steps or 1)
