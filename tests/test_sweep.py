@@ -144,8 +144,11 @@ def test_seed_j_of_a_grid_point_is_a_plain_run_with_that_value(sweep):
     for m in result["members"]:
         lr = m["hyperparameters"]["actor_lr"]
         _, metrics = plain(keys[m["seed_index"]], config.replace(actor_lr=lr))
+        # equal to rounding per step, which training amplifies (Adam normalises small
+        # gradients): 1.9e-3 relative seen after 16 updates; a wrong member's key or value
+        # would differ by tens of percent
         np.testing.assert_allclose(m["final_eval_return"], metrics["eval_return"][-1],
-                                   rtol=1e-4, atol=1e-5)
+                                   rtol=1e-2, atol=1e-5)
     # different learning rates do train differently
     finals = [m["final_eval_return"] for m in result["members"]]
     assert finals[0] != finals[2] or finals[1] != finals[3]
