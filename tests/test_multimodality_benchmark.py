@@ -231,18 +231,20 @@ def test_near_peak_fractions():
 
 
 def test_final_temperature_learned_or_fixed():
-    off = SimpleNamespace(learn_alpha=True, init_alpha=0.05)
+    off = SimpleNamespace(algo="diffsac", learn_alpha=True, init_alpha=0.05)
     state = SimpleNamespace(learner=SimpleNamespace(log_alpha=np.log([0.1, 0.2])))
     np.testing.assert_allclose(mm.final_temperature(off, state, 2), [0.1, 0.2])
     np.testing.assert_allclose(
-        mm.final_temperature(SimpleNamespace(learn_alpha=False, init_alpha=0.05), state, 2),
+        mm.final_temperature(SimpleNamespace(algo="sac", learn_alpha=False, init_alpha=0.05), state, 2),
         [0.05, 0.05])
-    on = SimpleNamespace(learn_entropy_coef=True, entropy_coef=0.1)
+    on = SimpleNamespace(algo="diffppo", learn_entropy_coef=True, entropy_coef=0.1)
+    coef = SimpleNamespace(learner=SimpleNamespace(log_entropy_coef=np.log([0.3, 0.4, 0.5])))
     np.testing.assert_allclose(
-        mm.final_temperature(on, SimpleNamespace(learner=SimpleNamespace(log_entropy_coef=np.log([0.3, 0.4, 0.5]))), 3),
+        mm.final_temperature(on, coef, 3),
         [0.3, 0.4, 0.5])
     np.testing.assert_allclose(
-        mm.final_temperature(SimpleNamespace(learn_entropy_coef=False, entropy_coef=0.1), None, 2),
+        mm.final_temperature(SimpleNamespace(algo="ppo", learn_entropy_coef=False, entropy_coef=0.1),
+                             None, 2),
         [0.1, 0.1])
 
 
