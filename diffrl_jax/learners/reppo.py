@@ -4,7 +4,8 @@ critic), the pathwise actor with the KL-clipped switch to the rollout's policy a
 Lagrange multiplier, the learned temperature (algorithms/reppo.py has the losses).
 
 Not here (yet): the optional auxiliary prediction losses of the critic (next-state embedding,
-reward) and the authors' deterministic "ODE" evaluation chain.
+reward). The authors' deterministic evaluation (the "ODE" chain from a prior draw) is the
+loops' default `diffusion.deterministic_sampler`.
 """
 
 from typing import Any, cast
