@@ -103,3 +103,21 @@ def log_of_initial(value: Array | float) -> Array:
     """log of a multiplier's initial value, finite even for 0 (a fixed multiplier of 0 is
     then read from the config, not from its log)."""
     return jnp.log(jnp.maximum(jnp.asarray(value, jnp.float32), 1e-30))
+
+
+def trace_decay(step: Array, num_steps: int, gae_lambda: Array | float,
+                discount_mode: str) -> Array:
+    """The per-augmented-step lambda of a rollout's [T, N, K] steps (`step`: each one's k):
+    in "env" mode lambda on last denoising steps only (1 inside a chain), in "diffusion" mode
+    on every step; with K = 1 both are the textbook lambda."""
+    if discount_mode == "env":
+        is_last = (step == num_steps - 1).astype(jnp.float32)
+        return is_last * gae_lambda + (1.0 - is_last)
+    return jnp.broadcast_to(jnp.asarray(gae_lambda, jnp.float32), step.shape)
+
+
+def time_major(x: Array) -> Array:
+    """[T, N, K, ...] -> [T * K, N, ...]: each env's augmented steps in the order (t, k), for
+    backward scans over a rollout."""
+    x = jnp.swapaxes(x, 1, 2)
+    return x.reshape((-1,) + x.shape[2:])

@@ -19,6 +19,8 @@ from diffrl_jax.learners.base import (
     clipped_adam,
     log_of_initial,
     optimizer_step,
+    time_major,
+    trace_decay,
 )
 from diffrl_jax.networks.critic import EnsembleCritic
 from diffrl_jax.transforms import ChainTransition
@@ -64,18 +66,9 @@ def rollout_batch(
     bootstrap = value_apply(value_params, transform.state_input(last_next))
     next_values = jnp.concatenate([values[..., 1:], bootstrap[..., None]], axis=-1)
     soft_reward = config.reward_scale * aug.reward - entropy_coef * aug.log_ratio
-    is_last = (aug.state.step == K - 1).astype(jnp.float32)
-    if config.discount_mode == "env":
-        trace_decay = is_last * config.gae_lambda + (1.0 - is_last)
-    else:
-        trace_decay = jnp.broadcast_to(jnp.asarray(config.gae_lambda, jnp.float32), values.shape)
-
-    def time_major(x: Array) -> Array:  # [T, N, K, ...] -> [T * K, N, ...]
-        x = jnp.swapaxes(x, 1, 2)
-        return x.reshape((-1,) + x.shape[2:])
-
+    decay = trace_decay(aug.state.step, K, config.gae_lambda, config.discount_mode)
     advantage, value_target = gae(
-        *(time_major(x) for x in (soft_reward, values, next_values, aug.discount, trace_decay,
+        *(time_major(x) for x in (soft_reward, values, next_values, aug.discount, decay,
                                   aug.terminated, aug.truncated))
     )
     batch = PPOBatch(

@@ -31,6 +31,8 @@ from diffrl_jax.learners.base import (
     gradient_step,
     log_of_initial,
     optimizer_step,
+    time_major,
+    trace_decay,
 )
 from diffrl_jax.networks.critic import CategoricalCritic
 from diffrl_jax.transforms import AugmentedState, ChainTransition
@@ -126,19 +128,9 @@ def make_reppo_learner(setup: LearnerSetup) -> Learner:
         next_q = jax.lax.stop_gradient(q_value(state.critic_params, next_terms.critic_input))
         reward = soft_reward(config.reward_scale * aug.reward, aug.discount, alpha,
                              next_terms.log_ratio)
-        is_last = (aug.state.step == K - 1).astype(jnp.float32)
-        if config.discount_mode == "env":
-            trace_decay = is_last * config.gae_lambda + (1.0 - is_last)
-        else:
-            trace_decay = jnp.broadcast_to(jnp.asarray(config.gae_lambda, jnp.float32),
-                                           reward.shape)
-
-        def time_major(x: Array) -> Array:  # [T, N, K, ...] -> [T * K, N, ...]
-            x = jnp.swapaxes(x, 1, 2)
-            return x.reshape((-1,) + x.shape[2:])
-
+        decay = trace_decay(aug.state.step, K, config.gae_lambda, config.discount_mode)
         target = td_lambda_targets(*(time_major(x) for x in (
-            reward, next_q, aug.discount, trace_decay, aug.terminated, aug.truncated)))
+            reward, next_q, aug.discount, decay, aug.terminated, aug.truncated)))
         batch = REPPOBatch(state=jax.tree.map(time_major, aug.state),
                            action=time_major(aug.action), target=target)
         batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
