@@ -685,7 +685,9 @@ def _train(config, num_seeds, seed, out, progress, mesh, options, store, start_s
         if done >= num_intervals:  # (summary.json was missing or not the checkpoint's)
             detail = (f"the run is already complete ({start_env_steps:,d} env steps); "
                       f"rebuilding its summary from the checkpoint")
-        reporter.compile_report(compile_seconds, f"{compiled_report.cache_summary()}; {detail}")
+        reporter.compile_report(
+            compile_seconds,
+            f"{compiled_report.cache_summary()} ({compiled_report.timing()}); {detail}")
 
     status, message = "completed", None
     last_saved, saved_at = start_step, done

@@ -12,11 +12,13 @@ from diffrl_jax import experiment
 from diffrl_jax.cli import XLA_NOISE
 
 ROOT = Path(__file__).resolve().parents[1]
-# DiffPPO's denoising chain makes XLA's compilation (about 20 s on 2 shared cores) dominate
-# tracing and loading (about 3 s), so the ratio below has a margin.
+# DiffPPO's denoising chain makes XLA's compilation long (about 15 s on 2 shared cores). The
+# cache saves XLA's part only: tracing and lowering (3-5 s on loaded cores) are paid by every
+# run, so the checks compare XLA's part (loading against compiling), and the total loosely.
 SMALL = ["--algo", "diffppo", "--env", "toy/bandit", "--num-seeds", "1", "--set",
          "total_env_steps=2048", "--progress", "lines", "--no-plots"]
-COMPILED = re.compile(r"compiled in ([\d.]+) s; (persistent cache [^;]*);")
+COMPILED = re.compile(
+    r"compiled in ([\d.]+) s; (persistent cache [^;]*?) \(tracing [\d.]+ s, XLA ([\d.]+) s\);")
 
 NOISE = [
     "E1206 02:07:28.836198    7560 cpu_aot_loader.cc:220] Loading XLA:CPU AOT result. Target "
@@ -44,7 +46,16 @@ def _train(tmp_path, *argv):
     assert run.returncode == 0, run.stderr
     found = COMPILED.findall(run.stdout)
     assert len(found) == 1, run.stdout
-    return float(found[0][0]), found[0][1], run
+    total, said, xla = found[0]
+    return (float(total), float(xla)), said, run
+
+
+def _saved_most_of_the_time(cached, fresh):
+    """(total, XLA) seconds of a run that loaded its programs against the first run's: XLA's
+    part (loading) is a small fraction of compiling, and the whole well under the first's."""
+    (total, xla), (fresh_total, fresh_xla) = cached, fresh
+    assert fresh_xla > 0.5 * fresh_total, fresh  # XLA's compiling dominated the first run
+    assert xla < 0.15 * fresh_xla and total < 0.6 * fresh_total, (cached, fresh)
 
 
 def test_a_resume_and_an_identical_rerun_load_the_programs_from_the_cache(tmp_path):
@@ -62,11 +73,12 @@ def test_a_resume_and_an_identical_rerun_load_the_programs_from_the_cache(tmp_pa
                                    str(cache))
     assert said == "persistent cache hit", second.stdout
     assert "persistent compilation cache hit: loaded the interval program" in second.stdout
-    assert resumed < 0.3 * fresh, (resumed, fresh)
+    _saved_most_of_the_time(resumed, fresh)
 
     rerun, said, third = _train(tmp_path, *SMALL, "--compile-cache", str(cache),
                                 "--stop-after-steps", "1024", "--out", str(other_run))
-    assert said == "persistent cache hit" and rerun < 0.3 * fresh, (rerun, fresh, third.stdout)
+    assert said == "persistent cache hit", third.stdout
+    _saved_most_of_the_time(rerun, fresh)
     for run in (second, third):  # loaded from the cache, without XLA's loader noise
         assert "cpu_aot_loader" not in run.stderr and "Assume version" not in run.stderr
 
