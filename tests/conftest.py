@@ -39,6 +39,53 @@ def diffusion_params(diffusion_policy):
     return diffusion_policy.init(jax.random.PRNGKey(0))
 
 
+class _CacheTally:
+    """Counts this worker's persistent-cache hits and the compile seconds they saved (JAX's
+    monitoring events), appended to `tally.jsonl` in the cache folder at the session's end."""
+
+    def __init__(self):
+        self.hits, self.saved = 0, 0.0
+
+    def event(self, event: str, **kwargs: Any) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            self.hits += 1
+
+    def duration(self, event: str, seconds: float, **kwargs: Any) -> None:
+        if event == "/jax/compilation_cache/compile_time_saved_sec":
+            self.saved += seconds
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_compile_cache(tmp_path_factory):
+    """One persistent compilation cache for the test session (all xdist workers): the suite
+    compiles many identical training programs in different tests (and in the CLI subprocesses,
+    through `DIFFRL_JAX_CACHE`), and loading one is a fraction of compiling it. Fresh per
+    session, so a test never sees programs of an earlier version of the code; the tests about
+    the cache itself name their own folders. `DIFFRL_TEST_COMPILE_CACHE=0` turns it off.
+    Writes are under JAX's file lock (set by a size limit), so workers never read a half-written
+    entry."""
+    if os.environ.get("DIFFRL_TEST_COMPILE_CACHE", "1") == "0":
+        yield None
+        return
+    shared = ("PYTEST_XDIST_WORKER" in os.environ and fcntl is not None)
+    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()
+    base = root / "compile_cache"
+    base.mkdir(exist_ok=True)
+    os.environ["DIFFRL_JAX_CACHE"] = str(base)  # CLI runs in subprocesses or in-process
+    from diffrl_jax.experiment import enable_compilation_cache
+
+    folder = enable_compilation_cache(base)
+    jax.config.update("jax_compilation_cache_max_size", 16 * 2**30)  # turns on the file lock
+    tally = _CacheTally()
+    jax.monitoring.register_event_listener(tally.event)
+    jax.monitoring.register_event_duration_secs_listener(tally.duration)
+    yield folder
+    with open(base / "tally.jsonl", "a") as out:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        out.write(f'{{"worker": "{worker}", "hits": {tally.hits}, '
+                  f'"saved_seconds": {tally.saved:.1f}}}\n')
+
+
 def pytest_collection_modifyitems(config, items):
     """Slow learning checks first (stable order otherwise): with `-n 2 --maxschedchunk 1`
     the two workers are handed tests a few at a time in this order, start on the minutes-long
