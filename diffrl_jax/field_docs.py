@@ -88,6 +88,8 @@ _ON_POLICY = dict(
     kl_bound="REPPO: bound eps on K * the step kernels' KL to the rollout's policy",
     init_kl_coef="REPPO: initial Lagrange multiplier of the KL switch",
     kl_coef_lr="REPPO: Adam learning rate of the KL multiplier",
+    aux_predictions="REPPO: auxiliary critic heads predicting the next embedding and reward",
+    aux_loss_mult="REPPO: weight of the auxiliary prediction losses (with aux_predictions)",
 )
 
 _DIFFUSION = {

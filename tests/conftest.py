@@ -86,6 +86,36 @@ def session_compile_cache(tmp_path_factory):
                   f'"saved_seconds": {tally.saved:.1f}}}\n')
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_compiles():
+    """The test session compiles with most of XLA's optimisations off
+    (`jax_disable_most_optimizations`): the tests' programs run for seconds but take tens of
+    seconds to compile, and this cuts compile time by about 40 %. Subprocesses (CLI runs, the
+    mesh tests) get it through `JAX_DISABLE_MOST_OPTIMIZATIONS=1` unless a test sets it (the
+    compile cache and Ctrl-C tests set 0: they time or interrupt real compiles). The slow
+    learning checks, whose programs run for minutes, turn it off (`full_optimisations`).
+    `DIFFRL_TEST_FULL_OPT=1` keeps the optimisations everywhere."""
+    if os.environ.get("DIFFRL_TEST_FULL_OPT") == "1":
+        yield False
+        return
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield True
+
+
+@pytest.fixture(autouse=True)
+def full_optimisations(request, quick_compiles):
+    """XLA's full optimisations for the tests marked slow (see `quick_compiles`)."""
+    if not quick_compiles or request.node.get_closest_marker("slow") is None:
+        yield
+        return
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
+
+
 def pytest_collection_modifyitems(config, items):
     """Slow learning checks first (stable order otherwise): with `-n 2 --maxschedchunk 1`
     the two workers are handed tests a few at a time in this order, start on the minutes-long

@@ -92,7 +92,9 @@ def test_the_cache_summary_by_hand():
 # ---- signals while XLA compiles a real program ------------------------------------------------
 
 def _start(tmp_path, *argv):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # XLA's full optimisations (conftest turns most off for subprocesses): the signal
+    # must arrive while a compile is still running
+    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_DISABLE_MOST_OPTIMIZATIONS="0")
     return subprocess.Popen([sys.executable, str(ROOT / "experiments" / "train.py"), *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=tmp_path)

@@ -23,10 +23,12 @@ from diffrl_jax.algorithms.reppo import (
     td_lambda_targets,
 )
 from diffrl_jax.experiment import make_config
+from diffrl_jax.learners.reppo import REPPOBatch
 from diffrl_jax.networks.critic import CategoricalCritic
 from diffrl_jax.policies import DiffusionPolicyConfig, GaussianPolicyConfig
 from diffrl_jax.policies.gaussian import make_gaussian_policy
 from diffrl_jax.training import OnPolicyConfig, train
+from diffrl_jax.training.algorithms import build, make_learner
 from diffrl_jax.transforms import AugmentedState, make_diffusion_loss
 from diffrl_jax.validation import ConfigError
 
@@ -313,3 +315,93 @@ def test_tiny_train(algo):
     np.testing.assert_array_equal(np.asarray(metrics["first_minibatch_kl"]), 0.0)
     assert np.all(np.asarray(metrics["nonfinite_updates"]) == 0)
     assert np.all(np.asarray(metrics["alpha"]) > 0)
+
+
+# ---- the auxiliary predictions (next embedding, reward) ------------------------------------
+
+def textbook_trunk(net, features):
+    """The critic's hidden layers (Dense -> LayerNorm -> relu) by hand."""
+    h = features
+    for i in range(len([k for k in net if k.startswith("layer_norm_")])):
+        h = dense(net[f"dense_{i}"], h)
+        mean = h.mean(-1, keepdims=True)
+        var = ((h - mean) ** 2).mean(-1, keepdims=True)
+        ln = net[f"layer_norm_{i}"]
+        h = jax.nn.relu((h - mean) / jnp.sqrt(var + 1e-6) * ln["scale"] + ln["bias"])
+    return h
+
+
+def _aux_learner(aux_loss_mult=1.0, aux=True):
+    config = OnPolicyConfig(algo="diffreppo", aux_predictions=aux, aux_loss_mult=aux_loss_mult,
+                            **dict(TINY, value_hidden=(16, 8))).validate()
+    env, policy, transform = build(config)
+    learner = make_learner(config, env, policy, transform, lambda x: x, 1, 10)
+    return learner, transform, learner.init(jax.random.PRNGKey(4))
+
+
+def _aux_batch(transform, rng, B=6, H=8):
+    state = AugmentedState(obs=jnp.asarray(rng.normal(size=(B, 1)), jnp.float32),
+                           latent=jnp.asarray(rng.normal(size=(B, 1)), jnp.float32),
+                           step=jnp.asarray(rng.integers(0, 3, size=B), jnp.int32))
+    return REPPOBatch(state=state, action=jnp.asarray(rng.normal(size=(B, 1)), jnp.float32),
+                      target=jnp.asarray(rng.uniform(-1, 2, size=B), jnp.float32),
+                      next_embedding=jnp.asarray(rng.normal(size=(B, H)), jnp.float32),
+                      reward=jnp.asarray(rng.uniform(0, 1, size=B), jnp.float32))
+
+
+def test_aux_losses_equal_a_textbook_forward_of_the_heads():
+    learner, transform, state = _aux_learner()
+    batch = _aux_batch(transform, np.random.default_rng(0))
+    _, metrics = jax.jit(learner.update)(state, batch, jax.random.PRNGKey(1))
+    params = state.critic_params["params"]
+    h = textbook_trunk(params["critic"], transform.critic_input(batch.state, batch.action))
+    assert h.shape == (6, 8)  # the last hidden layer: the embedding
+    next_embedding = dense(params["next_embedding"], h)
+    reward = dense(params["reward"], h)[:, 0]
+    np.testing.assert_allclose(
+        float(metrics["aux_embedding_loss"]),
+        float(np.mean((np.asarray(next_embedding) - np.asarray(batch.next_embedding)) ** 2)),
+        rtol=1e-5)
+    np.testing.assert_allclose(
+        float(metrics["aux_reward_loss"]),
+        float(np.mean((np.asarray(reward) - np.asarray(batch.reward)) ** 2)), rtol=1e-5)
+
+
+def test_aux_loss_weight_moves_the_critic_and_zero_weight_is_no_heads():
+    """aux_loss_mult = 0: the critic's shared layers take the step of a critic without the
+    heads (same value loss, same clipped norm); > 0 they take another one."""
+    batch = _aux_batch(None, np.random.default_rng(2))
+    key = jax.random.PRNGKey(1)
+    plain, _, plain_state = _aux_learner(aux=False)
+    plain_next, plain_metrics = jax.jit(plain.update)(plain_state, batch.replace(
+        next_embedding=None, reward=None), key)
+    assert set(plain_state.critic_params["params"]) == {"critic"}  # no heads without aux
+    trunks = {}
+    for weight in (0.0, 1.0):
+        learner, _, state = _aux_learner(weight)
+        # the heads' critic starts from the plain critic's shared layers
+        assert jax.tree.all(jax.tree.map(jnp.array_equal, state.critic_params["params"]["critic"],
+                                         plain_state.critic_params["params"]["critic"]))
+        after, metrics = jax.jit(learner.update)(state, batch, key)
+        assert float(metrics["critic_loss"]) == pytest.approx(float(plain_metrics["critic_loss"]))
+        trunks[weight] = after.critic_params["params"]["critic"]
+    same = jax.tree.map(lambda a, b: np.allclose(a, b, rtol=1e-6, atol=1e-7), trunks[0.0],
+                        plain_next.critic_params["params"]["critic"])
+    assert jax.tree.all(same)
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b, rtol=1e-4, atol=1e-6), trunks[1.0],
+                         trunks[0.0])
+    assert any(jax.tree.leaves(moved))
+    with pytest.raises(ConfigError, match="aux_loss_mult"):
+        OnPolicyConfig(algo="reppo", aux_loss_mult=-1.0).validate()
+
+
+def test_tiny_train_with_aux_predictions_learns_the_bandit_reward():
+    """On toy/bandit the reward is a function of the action: the reward head's error falls
+    over training, and the metrics are finite."""
+    config = OnPolicyConfig(algo="diffreppo", aux_predictions=True,
+                            **dict(TINY, total_env_steps=1024, num_evals=4)).validate()
+    _, metrics = jax.jit(lambda k: train(k, config))(jax.random.PRNGKey(0))
+    reward_loss = np.asarray(metrics["aux_reward_loss"])
+    assert np.all(np.isfinite(reward_loss)) and np.all(
+        np.isfinite(np.asarray(metrics["aux_embedding_loss"])))
+    assert reward_loss[-1] < 0.5 * reward_loss[0], reward_loss

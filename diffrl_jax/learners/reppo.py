@@ -3,9 +3,10 @@ rollouts turned into TD(lambda) soft Q targets, an HL-Gauss categorical critic (
 critic), the pathwise actor with the KL-clipped switch to the rollout's policy and its
 Lagrange multiplier, the learned temperature (algorithms/reppo.py has the losses).
 
-Not here (yet): the optional auxiliary prediction losses of the critic (next-state embedding,
-reward). The authors' deterministic evaluation (the "ODE" chain from a prior draw) is the
-loops' default `diffusion.deterministic_sampler`.
+With `aux_predictions`, the critic also learns REPPO's auxiliary predictions from its last
+hidden layer: the embedding of the next augmented state and action (the rollout-time
+critic's, a fixed target) and the reward. The authors' deterministic evaluation (the "ODE"
+chain from a prior draw) is the loops' default `diffusion.deterministic_sampler`.
 """
 
 from typing import Any, cast
@@ -34,7 +35,7 @@ from diffrl_jax.learners.base import (
     time_major,
     trace_decay,
 )
-from diffrl_jax.networks.critic import CategoricalCritic
+from diffrl_jax.networks.critic import CategoricalCritic, CriticPredictions
 from diffrl_jax.transforms import AugmentedState, ChainTransition
 from diffrl_jax.types import Array, Params, PRNGKey
 
@@ -58,11 +59,15 @@ class REPPOState(struct.PyTreeNode):
 @struct.dataclass
 class REPPOBatch:
     """Augmented transitions of a rollout with their TD(lambda) targets; batch dims [...].
-    state: s~; action: x_{k+1} as taken; target: G (soft return)."""
+    state: s~; action: x_{k+1} as taken; target: G (soft return); with the auxiliary
+    predictions (else None): next_embedding [..., H], the rollout-time critic's embedding of
+    (s~', x''), and reward [...], the scaled reward r~ of the augmented step."""
 
     state: AugmentedState
     action: Array
     target: Array
+    next_embedding: Array | None = None
+    reward: Array | None = None
 
 
 def make_reppo_learner(setup: LearnerSetup) -> Learner:
@@ -70,21 +75,26 @@ def make_reppo_learner(setup: LearnerSetup) -> Learner:
     gae_lambda (lambda), reward_scale, value_hidden (the critic's hidden layers), critic_loss,
     num_bins, vmin, vmax, hl_gauss_sigma_ratio, learn_alpha, init_alpha, alpha_lr,
     target_entropy_multiplier, kl_bound, init_kl_coef, kl_coef_lr, actor_lr, critic_lr,
-    max_grad_norm, anneal_lr).
+    max_grad_norm, anneal_lr, aux_predictions, aux_loss_mult).
 
     prepare: rollout [T, N] -> REPPOBatch [T * N * K]: soft reward
       r~ - gamma~ alpha sg(l(x''|s~')), x'' ~ p_theta(. | s~') at every next augmented state,
       bootstrap Q(s~', x'') from the rollout-time critic, TD(lambda) targets over each env's
       time-major (t, k) sequence; the rollout's policy becomes old_policy_params.
-    update (per minibatch): the critic's step, then the actor's with the updated critic,
-      then the temperature's (H_hat of the actor's sampled steps) and the KL multiplier's.
+    update (per minibatch): the critic's step (cross-entropy to the HL-Gauss histogram of G,
+      or MSE; plus aux_loss_mult * (MSE of the predicted next embedding, averaged over its H
+      dimensions, + MSE of the predicted reward) with the auxiliary predictions), then the
+      actor's with the updated critic, then the temperature's (H_hat of the actor's sampled
+      steps) and the KL multiplier's.
     """
     config, policy, transform = setup.config, setup.policy, setup.transform
     K = policy.num_steps
     decay_steps = setup.total_updates if config.anneal_lr else None
     mode = config.critic_loss
+    aux = config.aux_predictions
     critic = CategoricalCritic(hidden_sizes=config.value_hidden,
-                               num_bins=config.num_bins if mode == "hl_gauss" else 1)
+                               num_bins=config.num_bins if mode == "hl_gauss" else 1,
+                               aux_predictions=aux)
     policy_opt = clipped_adam(config.actor_lr, config.max_grad_norm, decay_steps)
     critic_opt = clipped_adam(config.critic_lr, config.max_grad_norm, decay_steps)
     alpha_opt = optax.adam(config.alpha_lr)
@@ -98,7 +108,7 @@ def make_reppo_learner(setup: LearnerSetup) -> Learner:
     def init(key: PRNGKey) -> REPPOState:
         policy_key, critic_key = jax.random.split(key)
         policy_params = policy.init(policy_key)
-        critic_params = critic.init(critic_key, setup.example_critic_input())
+        critic_params = critic.init(critic_key, setup.example_critic_input(), with_aux=aux)
         log_alpha = log_of_initial(config.init_alpha)
         log_kl_coef = jnp.log(jnp.asarray(config.init_kl_coef, jnp.float32))
         return REPPOState(
@@ -125,14 +135,24 @@ def make_reppo_learner(setup: LearnerSetup) -> Learner:
         # x'' at every next augmented state, from the acting (= current) policy
         next_terms = jax.lax.stop_gradient(
             transform.sample(state.policy_params, aug.next_state, key))
-        next_q = jax.lax.stop_gradient(q_value(state.critic_params, next_terms.critic_input))
+        if aux:
+            next_out = cast(CriticPredictions, critic.apply(
+                state.critic_params, next_terms.critic_input, with_aux=True))
+            next_q = critic_value(next_out.logits, mode, config.vmin, config.vmax)
+            next_embedding = jax.lax.stop_gradient(time_major(next_out.embedding))
+            reward_target = time_major(config.reward_scale * aug.reward)
+        else:
+            next_q = q_value(state.critic_params, next_terms.critic_input)
+            next_embedding = reward_target = None
+        next_q = jax.lax.stop_gradient(next_q)
         reward = soft_reward(config.reward_scale * aug.reward, aug.discount, alpha,
                              next_terms.log_ratio)
         decay = trace_decay(aug.state.step, K, config.gae_lambda, config.discount_mode)
         target = td_lambda_targets(*(time_major(x) for x in (
             reward, next_q, aug.discount, decay, aug.terminated, aug.truncated)))
         batch = REPPOBatch(state=jax.tree.map(time_major, aug.state),
-                           action=time_major(aug.action), target=target)
+                           action=time_major(aug.action), target=target,
+                           next_embedding=next_embedding, reward=reward_target)
         batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
         stats = {
             "next_q_mean": jnp.mean(next_q),
@@ -145,12 +165,24 @@ def make_reppo_learner(setup: LearnerSetup) -> Learner:
 
     def critic_objective(critic_params: Params, batch: REPPOBatch
                          ) -> tuple[Array, dict[str, Array]]:
-        output = cast(Array, critic.apply(
-            critic_params, transform.critic_input(batch.state, batch.action)))
-        loss = jnp.mean(critic_loss(output, batch.target, mode, config.vmin, config.vmax,
-                                    config.hl_gauss_sigma_ratio))
+        features = transform.critic_input(batch.state, batch.action)
+        aux_metrics: dict[str, Array] = {}
+        if aux:
+            predictions = cast(CriticPredictions,
+                               critic.apply(critic_params, features, with_aux=True))
+            output = predictions.logits
+            assert batch.next_embedding is not None and batch.reward is not None  # (prepare's)
+            aux_metrics["aux_embedding_loss"] = jnp.mean(
+                jnp.square(predictions.next_embedding - batch.next_embedding))
+            aux_metrics["aux_reward_loss"] = jnp.mean(
+                jnp.square(predictions.reward - batch.reward))
+        else:
+            output = cast(Array, critic.apply(critic_params, features))
+        value_loss = jnp.mean(critic_loss(output, batch.target, mode, config.vmin, config.vmax,
+                                          config.hl_gauss_sigma_ratio))
+        loss = value_loss + config.aux_loss_mult * sum(aux_metrics.values(), jnp.zeros(()))
         value = critic_value(output, mode, config.vmin, config.vmax)
-        return loss, {"critic_loss": loss,
+        return loss, {"critic_loss": value_loss, **aux_metrics,
                       "value_error": jnp.mean(jnp.square(value - batch.target))}
 
     def update(state: REPPOState, batch: REPPOBatch, key: PRNGKey

@@ -72,7 +72,9 @@ class OnPolicyConfig(LoopConfig):
     critic_loss ("hl_gauss": num_bins bins on [vmin, vmax], Gaussian histogram std
     hl_gauss_sigma_ratio bin widths; "mse"), the temperature (init_alpha, learned with
     alpha_lr towards target_entropy_multiplier's target when learn_alpha) and the KL switch
-    (kl_bound on K * the step kernels' KL, multiplier init_kl_coef learned with kl_coef_lr).
+    (kl_bound on K * the step kernels' KL, multiplier init_kl_coef learned with kl_coef_lr);
+    with aux_predictions, the critic's auxiliary losses (the next augmented state's embedding
+    and the reward predicted from its last hidden layer) weighted by aux_loss_mult.
     """
 
     algo: str = static("diffppo")
@@ -89,6 +91,7 @@ class OnPolicyConfig(LoopConfig):
     critic_loss: str = static("hl_gauss")
     num_bins: int = static(151)
     learn_alpha: bool = static(True)
+    aux_predictions: bool = static(False)
     # traced hyperparameters
     entropy_coef_lr: float = 3e-4
     entropy_coef: float = 2e-4
@@ -104,6 +107,7 @@ class OnPolicyConfig(LoopConfig):
     kl_bound: float = 0.04
     init_kl_coef: float = 1.0
     kl_coef_lr: float = 1e-3
+    aux_loss_mult: float = 1.0
 
     def validate(self) -> "OnPolicyConfig":
         """Checks the static fields and plain-number hyperparameters; raises ConfigError
@@ -114,12 +118,16 @@ class OnPolicyConfig(LoopConfig):
         require_layer_sizes(o, "value_hidden", self.value_hidden)
         require_choice(o, "advantage_normalization", self.advantage_normalization,
                        ADVANTAGE_NORMALIZATIONS)
-        for name in ("value_layer_norm", "learn_entropy_coef", "anneal_lr", "learn_alpha"):
+        for name in ("value_layer_norm", "learn_entropy_coef", "anneal_lr", "learn_alpha",
+                     "aux_predictions"):
             require_bool(o, name, getattr(self, name))
         require_choice(o, "critic_loss", self.critic_loss, CRITIC_LOSSES)
         require_int_at_least(o, "num_bins", self.num_bins, 2)
         self.require_positive_numbers("hl_gauss_sigma_ratio", "alpha_lr", "kl_bound",
                                       "init_kl_coef", "kl_coef_lr")
+        if is_plain_number(self.aux_loss_mult) and not (0 <= self.aux_loss_mult < float("inf")):
+            raise ConfigError(f"{o}.aux_loss_mult must be a finite number >= 0, "
+                              f"got {self.aux_loss_mult!r}")
         if self.learn_alpha:
             self.require_positive_numbers("init_alpha")
         elif is_plain_number(self.init_alpha) and not (0 <= self.init_alpha < float("inf")):
