@@ -37,10 +37,20 @@ def test_num_steps_overrides_k_in_each_pairs_own_diffusion_config():
         assert gauss.gaussian.hidden_sizes == preset.diffusion.hidden_sizes
 
 
-@pytest.mark.parametrize("pair", ["sac:diffsac", "diffsac:ppo", "diffsac", "diffppo:ppo:x"])
+@pytest.mark.parametrize("pair", ["sac:diffsac", "diffsac:ppo", "diffsac", "diffppo:ppo:x",
+                                  "reppo:sac", "ppo:ppo", "reppo:diffppo", "diffx:x"])
 def test_malformed_pairs_are_refused(pair):
     with pytest.raises(ValueError, match="diff<algo>:<algo>"):
         overhead.parse_pair(pair)
+
+
+@pytest.mark.parametrize("pair", ["reppo:ppo", "diffreppo:diffppo", "wpo:sac"])
+def test_an_algorithm_pair_runs_the_first_algorithms_config_with_only_algo_changed(pair):
+    algo, baseline = overhead.parse_pair(pair)
+    first, second = overhead.paired_configs(algo, baseline, "brax/inverted_pendulum")
+    different = {f.name for f in dataclasses.fields(first)
+                 if getattr(first, f.name) != getattr(second, f.name)}
+    assert different == {"algo"} and (first.algo, second.algo) == (algo, baseline)
 
 
 def test_quick_run_writes_the_table_it_prints(tmp_path, capsys):
@@ -49,12 +59,12 @@ def test_quick_run_writes_the_table_it_prints(tmp_path, capsys):
                             "--num-steps", "4", "--out", str(out)])
     assert json.loads(out.read_text()) == result
     (row,) = result["rows"]
-    assert (row["diffusion"], row["gaussian"], row["num_steps_K"]) == ("diffppo", "ppo", 4)
-    assert row["env_steps_per_run"] == 2_048
-    assert len(row["diffusion_run_seconds"]) == len(row["gaussian_run_seconds"]) == 1
-    ratio = row["diffusion_run_seconds"][0] / row["gaussian_run_seconds"][0]
+    assert (row["algo"], row["baseline"], row["num_steps_K"]) == ("diffppo", "ppo", 4)
+    assert row["pair_kind"] == "diffusion" and row["env_steps_per_run"] == 2_048
+    assert len(row["algo_run_seconds"]) == len(row["baseline_run_seconds"]) == 1
+    ratio = row["algo_run_seconds"][0] / row["baseline_run_seconds"][0]
     assert row["overhead_median"] == pytest.approx(ratio)
-    assert row["diffusion_env_steps_per_second"] > 0 and row["gaussian_env_steps_per_second"] > 0
+    assert row["algo_env_steps_per_second"] > 0 and row["baseline_env_steps_per_second"] > 0
     assert "diffppo/ppo" in capsys.readouterr().out
 
 
