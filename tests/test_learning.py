@@ -46,15 +46,7 @@ def test_diffppo_holds_inverted_pendulum_on_5_seeds(tmp_path):
     assert summary["nonfinite_updates"] == [0] * 5
 
 
-# DiffWPO's bandit preset is marginal: with the learner redesign's random streams (issue 17)
-# one of its 3 seeds keeps 3.9 % of its actions at one peak (fractions [[0.46, 0.54], [0.04,
-# 0.96], [0.57, 0.43]]), and 20.7 % with target entropy multiplier 3; before, on other streams,
-# every seed held >= 25 %. A known failure until its preset or the method is fixed (issue 19).
-DIFFWPO_BANDIT = pytest.param("diffwpo", marks=pytest.mark.xfail(
-    reason="DiffWPO loses a bandit mode in 1 of 3 seeds on these random streams", strict=False))
-
-
-@pytest.mark.parametrize("algo", ["diffsac", DIFFWPO_BANDIT, "diffppo"])
+@pytest.mark.parametrize("algo", ["diffsac", "diffwpo", "diffppo"])
 def test_diffusion_policy_keeps_both_bandit_modes(algo, tmp_path):
     summary = run_experiment(algo, "toy/bandit", None, 3, 0, tmp_path, progress=False,
                              options=LEAN)
